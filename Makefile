@@ -1,0 +1,30 @@
+# `make run` runs the system on this machine; `make test` checks it. Both build what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# checkov pins versions that clash with pytest's, so it lives in a virtual environment of its own.
+CHECKOV_VENV := $(VENV)/checkov
+CONSUMERS ?= 3
+
+.PHONY: run test soak bench pods venv clean
+
+$(BIN)/.installed: requirements-dev.txt requirements-checkov.txt pusher/requirements.txt consumer/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, $(PYTHON) is %d.%d" % sys.version_info[:2]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+# The timing variables pass through: make run PROCESS_TIME_MAX=1 PUSH_INTERVAL_MAX=0.5
+export PUSH_INTERVAL_MIN PUSH_INTERVAL_MAX PUSH_COUNT PROCESS_TIME_MIN PROCESS_TIME_MAX
+run: venv
+	$(BIN)/python scripts/run.py --consumers $(CONSUMERS)
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,168 @@
+"""Job consumer: claims the oldest job, works on it, records it as done, and repeats.
+
+The claim, the work and the record are one transaction. If the consumer dies mid-job the transaction
+rolls back and the job is queued again, so a job is recorded exactly once (its work may run twice).
+
+Configuration comes from the environment:
+  DATABASE_URL      a libpq connection string, URI or key=value (required)
+  PROCESS_TIME_MIN  shortest simulated work, in seconds (default 2)
+  PROCESS_TIME_MAX  longest simulated work, in seconds (default 10)
+  HOSTNAME          the name in each log line (Kubernetes sets it to the pod's name)
+
+SIGTERM or SIGINT: finish the job in hand, commit it, exit 0. A second signal exits at once; the job
+in hand then rolls back and stays queued.
+"""
+
+import logging
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+
+import psycopg2
+
+# Taking the job out of the queue is the claim. FOR UPDATE SKIP LOCKED makes concurrent consumers pass
+# over a job another consumer holds instead of waiting for it, so no two consumers get the same job.
+CLAIM_SQL = """
+    DELETE FROM jobs
+    WHERE id = (
+        SELECT id FROM jobs
+        ORDER BY created_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id, payload
+"""
+RECORD_SQL = "INSERT INTO done_jobs (id) VALUES (%s)"
+
+IDLE_WAIT = 1.0  # seconds between two looks at an empty queue
+RETRY_WAIT = 2.0  # seconds between two attempts to reach the database
+CONNECT_TIMEOUT = 10  # seconds; a host that drops packets would otherwise block a connect for minutes
+
+log = logging.getLogger("consumer")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def seconds(env, name, default):
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a number of seconds, 0 or more, got {raw!r}")
+    return value
+
+
+def read_config(env):
+    url = env.get("DATABASE_URL", "")
+    if not url.strip():
+        raise ConfigError("DATABASE_URL is not set: give a connection string such as "
+                          "postgresql://user:password@host:5432/dbname")
+    try:
+        psycopg2.extensions.parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        # The parser's message quotes the string, password included, so it is not repeated here.
+        raise ConfigError("DATABASE_URL is not a valid connection string: use a URI such as "
+                          "postgresql://user:password@host:5432/dbname, or key=value pairs") from None
+    low = seconds(env, "PROCESS_TIME_MIN", 2.0)
+    high = seconds(env, "PROCESS_TIME_MAX", 10.0)
+    if low > high:
+        raise ConfigError(f"PROCESS_TIME_MIN ({low:g}) is above PROCESS_TIME_MAX ({high:g})")
+    name = env.get("HOSTNAME") or socket.gethostname()
+    return url, low, high, name
+
+
+def reason(error):
+    """The first line of a database error: libpq's messages run over several lines."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def stop_on_signals():
+    stop = threading.Event()
+
+    def handle(signum, frame):
+        if stop.is_set():
+            # Leaving by an exception rolls the transaction back: the job in hand stays queued.
+            raise SystemExit(f"{signal.Signals(signum).name} again: exiting now, the job in hand stays queued")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def connect(url, stop):
+    while not stop.is_set():
+        try:
+            return psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg2.Error as error:
+            log.warning("Cannot connect to the database (%s); retrying in %gs", reason(error), RETRY_WAIT)
+            stop.wait(RETRY_WAIT)
+    return None
+
+
+def work_one(conn, low, high, name, stop):
+    """Claim, work on and record one job. Returns False when the queue is empty."""
+    with conn:  # commits when the block ends, rolls back if it raises
+        with conn.cursor() as cur:
+            cur.execute(CLAIM_SQL)
+            job = cur.fetchone()
+            if job is None:
+                return False
+            job_id, payload = job
+            log.info("[%s] Processing job %s: %s", name, job_id, payload)
+            process_time = random.uniform(low, high)
+            started = time.monotonic()
+            if stop.wait(process_time):
+                log.info("[%s] Stop requested: finishing job %s first", name, job_id)
+                time.sleep(max(0.0, started + process_time - time.monotonic()))
+            cur.execute(RECORD_SQL, (job_id,))
+    log.info("[%s] Completed job %s in %.2fs", name, job_id, process_time)
+    return True
+
+
+def main():
+    try:
+        url, low, high, name = read_config(os.environ)
+    except ConfigError as error:
+        print(f"consumer: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    stop = stop_on_signals()
+
+    conn = None
+    while not stop.is_set():
+        if conn is None:
+            conn = connect(url, stop)
+            if conn is None:
+                break
+        try:
+            if not work_one(conn, low, high, name, stop):
+                stop.wait(IDLE_WAIT)
+        except psycopg2.errors.UndefinedTable as error:
+            log.warning("[%s] %s: has db/init.sql been applied? Retrying in %gs", name, reason(error), RETRY_WAIT)
+            stop.wait(RETRY_WAIT)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            # An uncommitted claim dies with the connection: the server rolls it back and the job is queued again.
+            log.warning("[%s] Lost the database connection (%s); reconnecting in %gs", name, reason(error), RETRY_WAIT)
+            conn.close()
+            conn = None
+            stop.wait(RETRY_WAIT)
+    if conn is not None:
+        conn.close()
+    log.info("[%s] Stopped", name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
