@@ -55,11 +55,14 @@ def read_config(env):
         raise ConfigError("DATABASE_URL is not set: give a connection string such as "
                           "postgresql://user:password@host:5432/dbname")
     try:
-        psycopg2.extensions.parse_dsn(url)
+        parts = psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError:
         # The parser's message quotes the string, password included, so it is not repeated here.
         raise ConfigError("DATABASE_URL is not a valid connection string: use a URI such as "
                           "postgresql://user:password@host:5432/dbname, or key=value pairs") from None
+    # The parser accepts any port; libpq would reject it only when connecting, again and again.
+    if any(port and not port.isdigit() for port in parts.get("port", "").split(",")):
+        raise ConfigError(f"DATABASE_URL has a port that is not a number: {parts['port']!r}")
     low = seconds(env, "PUSH_INTERVAL_MIN", 1.0)
     high = seconds(env, "PUSH_INTERVAL_MAX", 3.0)
     if low > high:

@@ -1,0 +1,191 @@
+"""Fixtures: a real PostgreSQL server, a fresh database per test, and the two loops as real processes.
+
+The server is the embedded one from scripts/localpg.py, unless TEST_DATABASE_URL names another
+(a role that may create databases); tests that stop the server are skipped then. The schema is built
+once into a template database and each test gets its own copy (CREATE DATABASE ... TEMPLATE).
+"""
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2.extensions import make_dsn, parse_dsn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import localpg  # noqa: E402
+
+TEMPLATE = "jobqueue_test_template"
+
+
+class Server:
+    """The server under test: the embedded one, or the one TEST_DATABASE_URL names."""
+
+    def __init__(self):
+        self.external = os.environ.get("TEST_DATABASE_URL")
+        self.local = None
+        if self.external:
+            self.admin_url = self.external
+        else:
+            self.local = localpg.LocalPostgres().init()
+            self.admin_url = self.local.url(database="postgres")
+        self._names = itertools.count()
+
+    def url(self, database):
+        return make_dsn(self.admin_url, dbname=database)
+
+    def admin(self, sql):
+        conn = psycopg2.connect(self.admin_url)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def sessions(self, url):
+        """How many client sessions the database that url names has, this query's own left out."""
+        conn = psycopg2.connect(self.admin_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (parse_dsn(url)["dbname"],))
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    def create_template(self):
+        self.admin(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        self.admin(f"CREATE DATABASE {TEMPLATE}")
+        conn = psycopg2.connect(self.url(TEMPLATE))
+        with conn, conn.cursor() as cur:
+            cur.execute((ROOT / "db" / "init.sql").read_text())
+        conn.close()
+
+    def new_database(self, schema=True):
+        name = f"jobqueue_test_{os.getpid()}_{next(self._names)}"
+        self.admin(f"CREATE DATABASE {name}" + (f" TEMPLATE {TEMPLATE}" if schema else ""))
+        return self.url(name)
+
+    def stop(self):
+        self.local.stop("fast")
+
+    def start(self):
+        self.local.start()
+
+    def close(self):
+        if self.local:
+            self.local.close()
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = Server()
+    srv.create_template()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def local_server(server):
+    """The server, for tests that stop and start it: only the embedded one may be restarted."""
+    if server.local is None:
+        pytest.skip("stops the server: runs only against the embedded one, not TEST_DATABASE_URL")
+    return server
+
+
+@pytest.fixture
+def db_url(server):
+    """A connection string to a fresh database with db/init.sql applied."""
+    return server.new_database()
+
+
+@pytest.fixture
+def db(db_url):
+    """Run one statement and get its rows, in a short connection of its own."""
+    def query(sql, params=None):
+        conn = psycopg2.connect(db_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else None
+        finally:
+            conn.close()
+    return query
+
+
+class Loop:
+    """pusher.py or consumer.py running as a real process; its output goes to a file."""
+
+    def __init__(self, script, env, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / script)], env={**base, **env},
+                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    @property
+    def output(self):
+        return self.log_path.read_text()
+
+    def wait_for(self, text, timeout=30.0, count=1):
+        deadline = time.monotonic() + timeout
+        while self.output.count(text) < count:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited ({self.proc.returncode}) before {text!r}:\n{self.output}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} within {timeout}s:\n{self.output}")
+            time.sleep(0.05)
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=30.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"still running after {timeout}s:\n{self.output}") from None
+
+    def stop(self, timeout=30.0):
+        self.signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+CONFIG_VARIABLES = {"DATABASE_URL", "PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX", "PUSH_COUNT",
+                    "PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "HOSTNAME"}
+
+
+@pytest.fixture
+def spawn(tmp_path):
+    """spawn("consumer", DATABASE_URL=..., PROCESS_TIME_MAX="0") starts a loop; all are killed at the end."""
+    loops = []
+    names = itertools.count()
+
+    def start(which, **env):
+        loop = Loop(f"{which}/{which}.py", env, tmp_path / f"{which}-{next(names)}.log")
+        loops.append(loop)
+        return loop
+
+    yield start
+    for loop in loops:
+        loop.kill()
+
+
+def wait_until(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.1)

@@ -1,0 +1,126 @@
+"""Bad configuration stops a loop at once with one line naming the variable; a database that cannot be
+reached, or refuses the password, is not bad configuration: the loop says why and keeps trying."""
+
+import signal
+
+import psycopg2
+import pytest
+
+from conftest import ROOT, wait_until
+
+LOOPS = ["pusher", "consumer"]
+# A port nothing listens on: a loop that accepted its configuration would retry here instead of exiting.
+NOWHERE = "postgresql://jobuser:jobpass123@127.0.0.1:9/jobqueue"
+
+MALFORMED_URLS = ["", "   ", "garbage", "mysql://u:p@h/db", "postgresql://u:p@h:5432/db?nosuchoption=1",
+                  "postgresql://u:p@h:abc/db", "host=h port=x"]
+BAD_SECONDS = ["", " ", "abc", "-1", "-0.5", "nan", "inf", "1,5", "10s"]
+BAD_COUNTS = ["", "abc", "-1", "2.5", "1e3", "five"]
+
+
+def bad_cases():
+    for loop in LOOPS:
+        yield loop, {}, "DATABASE_URL"
+        for url in MALFORMED_URLS:
+            yield loop, {"DATABASE_URL": url}, "DATABASE_URL"
+    timing = {"pusher": ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX"), "consumer": ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX")}
+    for loop, names in timing.items():
+        for name in names:
+            for value in BAD_SECONDS:
+                yield loop, {"DATABASE_URL": NOWHERE, name: value}, name
+        low, high = names
+        yield loop, {"DATABASE_URL": NOWHERE, low: "5", high: "2"}, low
+        yield loop, {"DATABASE_URL": NOWHERE, high: "0.5"}, low  # the default MIN is above this MAX
+    for value in BAD_COUNTS:
+        yield "pusher", {"DATABASE_URL": NOWHERE, "PUSH_COUNT": value}, "PUSH_COUNT"
+
+
+@pytest.mark.parametrize("loop,env,variable", list(bad_cases()),
+                         ids=[f"{loop}-{'-'.join(f'{k}={v!r}' for k, v in env.items() if k != 'DATABASE_URL' or env[k] != NOWHERE) or 'unset'}"
+                              for loop, env, _ in bad_cases()])
+def test_bad_configuration_exits_with_one_line_naming_the_variable(loop, env, variable, spawn):
+    proc = spawn(loop, **env)
+    assert proc.wait(10) == 2, proc.output
+    lines = proc.output.splitlines()
+    assert len(lines) == 1, proc.output
+    assert lines[0].startswith(f"{loop}: ") and variable in lines[0]
+    assert "Traceback" not in proc.output
+
+
+def test_a_malformed_url_is_not_echoed_since_it_may_hold_a_password(spawn):
+    proc = spawn("consumer", DATABASE_URL="postgresql://jobuser:s3cret@h:5432/db?nosuchoption=1")
+    assert proc.wait(10) == 2
+    assert "s3cret" not in proc.output
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_good_values_at_the_edges_are_accepted(loop, db_url, db, spawn):
+    env = {"pusher": {"PUSH_INTERVAL_MIN": "0", "PUSH_INTERVAL_MAX": "0", "PUSH_COUNT": " 3 "},
+           "consumer": {"PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "0.5"}}[loop]
+    if loop == "consumer":
+        db("INSERT INTO jobs (payload) VALUES ('x')")
+    proc = spawn(loop, DATABASE_URL=db_url, **env)
+    if loop == "pusher":
+        assert proc.wait(10) == 0, proc.output
+        assert db("SELECT count(*) FROM jobs") == [(3,)]
+    else:
+        proc.wait_for("Completed job")
+        assert proc.stop() == 0
+
+
+def keyvalue_url(url, **changes):
+    parts = psycopg2.extensions.parse_dsn(url)
+    parts.update(changes)
+    return psycopg2.extensions.make_dsn(**parts)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("problem,change,says", [
+    ("server down", {"port": "9"}, "Connection refused"),
+    ("wrong password", {"password": "wrong"}, 'password authentication failed for user "jobuser"'),
+    ("no such database", {"dbname": "nosuchdb"}, 'database "nosuchdb" does not exist'),
+])
+def test_an_unreachable_database_is_retried_with_a_clear_line(loop, problem, change, says, db_url, spawn):
+    proc = spawn(loop, DATABASE_URL=keyvalue_url(db_url, **change))
+    proc.wait_for(says, count=2, timeout=15)  # at least twice: it keeps trying
+    assert proc.stop(10) == 0
+    assert "Traceback" not in proc.output
+    for line in proc.output.splitlines()[:-1]:
+        assert line.startswith("Cannot connect to the database (") and line.endswith("retrying in 2s"), line
+    assert "wrong" not in proc.output, "the password must never be printed"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_database_without_the_tables_is_retried_until_they_exist(loop, server, spawn):
+    url = server.new_database(schema=False)
+    proc = spawn(loop, DATABASE_URL=url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.1")
+    proc.wait_for('relation "jobs" does not exist: has db/init.sql been applied?', count=2, timeout=15)
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute((ROOT / "db" / "init.sql").read_text())
+        if loop == "consumer":
+            cur.execute("INSERT INTO jobs (payload) VALUES ('late')")
+    conn.close()
+    proc.wait_for("Completed job" if loop == "consumer" else "Pushed job", timeout=15)
+    assert proc.stop() == 0
+    assert "Traceback" not in proc.output
+
+
+def test_the_schema_is_safe_to_apply_twice(db_url, db):
+    db("INSERT INTO jobs (payload) VALUES ('kept')")
+    db((ROOT / "db" / "init.sql").read_text())
+    assert db("SELECT payload FROM jobs") == [("kept",)]
+
+
+def test_the_claim_is_served_by_the_created_at_index(db_url, db):
+    db("INSERT INTO jobs (payload) SELECT 'p' || g FROM generate_series(1, 5000) g")
+    db("ANALYZE jobs")
+    plan = "\n".join(row[0] for row in db("EXPLAIN SELECT id FROM jobs ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"))
+    assert "jobs_created_at_idx" in plan, plan
+
+
+def test_signals_are_handled_while_waiting_for_a_database(spawn):
+    proc = spawn("consumer", DATABASE_URL=NOWHERE)
+    proc.wait_for("Cannot connect")
+    proc.signal(signal.SIGINT)
+    assert proc.wait(5) == 0
