@@ -18,8 +18,8 @@ $(BIN)/.installed: requirements-dev.txt requirements-checkov.txt pusher/requirem
 
 venv: $(BIN)/.installed
 
-# The timing variables pass through: make run PROCESS_TIME_MAX=1 PUSH_INTERVAL_MAX=0.5
-export PUSH_INTERVAL_MIN PUSH_INTERVAL_MAX PUSH_COUNT PROCESS_TIME_MIN PROCESS_TIME_MAX
+# Variables given on make's command line reach the loops' environment, so the timings pass through:
+# make run PROCESS_TIME_MAX=1 PUSH_INTERVAL_MAX=0.5
 run: venv
 	$(BIN)/python scripts/run.py --consumers $(CONSUMERS)
 
