@@ -104,13 +104,16 @@ def stop_on_signals():
     return stop
 
 
-def connect(url, stop):
+def connect(url, name, stop):
     while not stop.is_set():
         try:
-            return psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
         except psycopg2.Error as error:
             log.warning("Cannot connect to the database (%s); retrying in %gs", reason(error), RETRY_WAIT)
             stop.wait(RETRY_WAIT)
+        else:
+            log.info("[%s] Connected to the database; waiting for jobs", name)
+            return conn
     return None
 
 
@@ -146,7 +149,7 @@ def main():
     conn = None
     while not stop.is_set():
         if conn is None:
-            conn = connect(url, stop)
+            conn = connect(url, name, stop)
             if conn is None:
                 break
         try:

@@ -94,10 +94,13 @@ def stop_on_signals():
 def connect(url, stop):
     while not stop.is_set():
         try:
-            return psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
         except psycopg2.Error as error:
             log.warning("Cannot connect to the database (%s); retrying in %gs", reason(error), RETRY_WAIT)
             stop.wait(RETRY_WAIT)
+        else:
+            log.info("Connected to the database")
+            return conn
     return None
 
 

@@ -1,0 +1,260 @@
+"""Faults a cluster produces: consumers killed mid-job, a server restart, a connection cut during a
+commit, a consumer that hangs with a job, hostile payloads. Whatever happens, every pushed job ends up
+in done_jobs exactly once and the queue drains."""
+
+import random
+import re
+import signal
+import socket
+import struct
+import threading
+import time
+
+import psycopg2
+import pytest
+
+import localpg
+from conftest import wait_until
+
+
+def pushed_ids(pusher):
+    return sorted(int(i) for i in re.findall(r"Pushed job (\d+):", pusher.output))
+
+
+def drain(db, spawn, db_url, expected, consumers=3):
+    """Let fresh consumers empty the queue, then check each expected job is recorded exactly once."""
+    workers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.01")
+               for _ in range(consumers)]
+    for worker in workers:
+        worker.wait_for("Connected to the database")
+    wait_until(lambda: db("SELECT count(*) FROM jobs") == [(0,)], 60, "the queue to drain")
+    assert all(w.stop() == 0 for w in workers)
+    done = [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")]
+    assert done == sorted(expected), "a job was lost, or recorded that was never pushed"
+
+
+def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn):
+    total = 150
+    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0",
+                   PUSH_INTERVAL_MAX="0.02")
+    work = {"PROCESS_TIME_MIN": "0.05", "PROCESS_TIME_MAX": "0.4"}
+    alive = [spawn("consumer", DATABASE_URL=db_url, **work) for _ in range(4)]
+    killed = []
+    rng = random.Random(7)
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 0.6))
+        victim = alive.pop(rng.randrange(len(alive)))
+        victim.signal(signal.SIGKILL)
+        victim.wait()
+        killed.append(victim)
+        alive.append(spawn("consumer", DATABASE_URL=db_url, **work))
+    assert pusher.wait(60) == 0, pusher.output
+    for consumer in alive:
+        consumer.signal(signal.SIGKILL)
+        consumer.wait()
+        killed.append(consumer)
+
+    # Jobs whose consumer died holding them: started, never completed by that consumer.
+    abandoned = set()
+    for consumer in killed:
+        started = set(re.findall(r"Processing job (\d+):", consumer.output))
+        abandoned |= started - set(re.findall(r"Completed job (\d+) in", consumer.output))
+    assert len(abandoned) >= 5, "the kills should have hit consumers in the middle of a job"
+
+    assert pushed_ids(pusher) == sorted(i for (i,) in db("SELECT id FROM jobs UNION ALL SELECT id FROM done_jobs"))
+    assert len(pushed_ids(pusher)) == total
+    drain(db, spawn, db_url, pushed_ids(pusher))
+    # What a dead consumer held went back to the queue and was done again: at-least-once execution.
+    done_by = {i for (i,) in db("SELECT id FROM done_jobs")}
+    assert {int(i) for i in abandoned} <= done_by
+
+
+@pytest.mark.parametrize("loop", ["pusher", "consumer"])
+def test_loops_ride_out_a_server_restart_under_load(loop, local_server, db_url, db, spawn):
+    total = 80
+    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0",
+                   PUSH_INTERVAL_MAX="0.05")
+    consumers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1")
+                 for _ in range(3)]
+    pusher.wait_for("Pushed job", count=20)
+    local_server.stop()  # fast shutdown: open transactions roll back, every client is disconnected
+    time.sleep(3)
+    local_server.start()
+    assert pusher.wait(60) == 0, pusher.output
+    watched = pusher if loop == "pusher" else consumers[0]
+    assert re.search(r"Lost the database connection|Cannot connect to the database", watched.output)
+    assert "Traceback" not in watched.output
+    wait_until(lambda: db("SELECT count(*) FROM jobs") == [(0,)], 60, "the consumers to drain the queue")
+    for consumer in consumers:
+        assert consumer.stop() == 0
+        assert "Traceback" not in consumer.output
+    assert len(pushed_ids(pusher)) == total
+    assert [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")] == pushed_ids(pusher)
+
+
+class CommitCutter:
+    """A TCP proxy in front of the server that cuts the connection the first time a client sends COMMIT:
+    before the server gets it ("before": the transaction rolls back) or after the server has committed
+    it but before the client hears so ("after"). Either way the client cannot know which happened."""
+
+    def __init__(self, server_port, when):
+        self.server_port, self.when = server_port, when
+        self.cut_done = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.server_port))
+            threading.Thread(target=self.client_to_server, args=(client, server), daemon=True).start()
+
+    @staticmethod
+    def read_exactly(sock, n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError
+            data += chunk
+        return data
+
+    def client_to_server(self, client, server):
+        swallow = threading.Event()
+        threading.Thread(target=self.server_to_client, args=(server, client, swallow), daemon=True).start()
+        try:
+            header = self.read_exactly(client, 4)  # the startup message has no type byte
+            server.sendall(header + self.read_exactly(client, struct.unpack("!I", header)[0] - 4))
+            while True:
+                header = self.read_exactly(client, 5)
+                body = self.read_exactly(client, struct.unpack("!I", header[1:])[0] - 4)
+                if header[:1] == b"Q" and body.startswith(b"COMMIT") and not self.cut_done.is_set():
+                    self.cut_done.set()
+                    if self.when == "after":
+                        swallow.set()
+                        server.sendall(header + body)
+                        time.sleep(0.5)  # the server commits; its answer is swallowed
+                    break
+                server.sendall(header + body)
+        except (ConnectionError, OSError):
+            pass
+        for sock in (client, server):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    @staticmethod
+    def server_to_client(server, client, swallow):
+        try:
+            while True:
+                data = server.recv(65536)
+                if not data:
+                    return
+                if not swallow.is_set():
+                    client.sendall(data)
+        except OSError:
+            pass
+
+    def url(self, db_url):
+        parts = psycopg2.extensions.parse_dsn(db_url)
+        parts.update(host="127.0.0.1", port=str(self.port), sslmode="disable", gssencmode="disable")
+        return psycopg2.extensions.make_dsn(**parts)
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.mark.parametrize("when,says", [
+    ("before", r"Job (\d+) did not land; pushing a new one"),
+    ("after", r"Pushed job (\d+): [A-Za-z]{20} \(its commit was cut off, but it landed\)"),
+])
+def test_a_commit_cut_off_is_looked_up_so_a_push_is_neither_lost_nor_doubled(when, says, server, db_url, db, spawn):
+    port = int(psycopg2.extensions.parse_dsn(db_url)["port"])
+    cutter = CommitCutter(port, when)
+    try:
+        pusher = spawn("pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0",
+                       PUSH_INTERVAL_MAX="0")
+        assert pusher.wait(30) == 0, pusher.output
+    finally:
+        cutter.close()
+    assert cutter.cut_done.is_set()
+    assert re.search(says, pusher.output), pusher.output
+    assert "Lost the database connection" in pusher.output
+    rows = [i for (i,) in db("SELECT id FROM jobs ORDER BY id")]
+    assert len(rows) == 5, "PUSH_COUNT jobs, each exactly once"
+    assert rows == pushed_ids(pusher)
+
+
+def test_a_hung_consumer_loses_its_job_to_the_server_timeout_and_cannot_record_it(server, db_url, db, spawn):
+    # The real timeout (db/server-settings.conf) is a minute; this database gets 2 s to keep the test short.
+    db(f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
+       "SET idle_in_transaction_session_timeout = '2s'")
+    [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('stuck') RETURNING id")
+    hung = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="hung", PROCESS_TIME_MIN="0.5", PROCESS_TIME_MAX="0.5")
+    hung.wait_for(f"Processing job {job_id}")
+    hung.signal(signal.SIGSTOP)  # alive, connected, silent: like a consumer on a frozen node
+    try:
+        helper = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="helper", PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+        helper.wait_for(f"[helper] Completed job {job_id}", timeout=20)
+    finally:
+        hung.signal(signal.SIGCONT)
+    hung.wait_for("[hung] Lost the database connection")
+    assert hung.stop() == 0 and helper.stop() == 0
+    assert f"[hung] Completed job {job_id}" not in hung.output
+    assert db("SELECT id FROM done_jobs") == [(job_id,)]
+
+
+def test_the_running_server_has_every_setting_from_the_one_list(local_server):
+    conn = psycopg2.connect(local_server.admin_url)
+    try:
+        with conn.cursor() as cur:
+            for name, value in localpg.server_settings():
+                cur.execute("SELECT current_setting(%s)", (name,))
+                running = cur.fetchone()[0]
+                cur.execute("SELECT set_config(%s, %s, true)", (name, value))  # the file's value, as the server spells it
+                assert running == cur.fetchone()[0], name
+    finally:
+        conn.close()
+
+
+def test_the_server_timeout_leaves_room_for_the_consumers_longest_job(local_server):
+    conn = psycopg2.connect(local_server.admin_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT setting::float / 1000 FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'")
+        timeout = cur.fetchone()[0]
+    conn.close()
+    longest_job = consumer_defaults()["PROCESS_TIME_MAX"]
+    assert timeout >= 3 * longest_job, "a consumer at work is idle in transaction: the timeout would cut its job off"
+
+
+def consumer_defaults():
+    """The consumer's default timings, read from the program itself."""
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("consumer_module", ROOT / "consumer" / "consumer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _, low, high, _ = module.read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
+    return {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high}
+
+
+HOSTILE = ["'); DROP TABLE jobs; --", "Robert'); DELETE FROM done_jobs; --", 'quotes \' " ` and \\ backslash',
+           "%s %(x)s {} %d", "line one\nline two", "ünïcødé ✓ 😀", "x" * 100_000, " "]
+
+
+def test_hostile_payloads_are_data_never_sql(db_url, db, spawn):
+    ids = [db("INSERT INTO jobs (payload) VALUES (%s) RETURNING id", (p,))[0][0] for p in HOSTILE]
+    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+    wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(len(HOSTILE),)], 30, "every payload done")
+    assert consumer.stop() == 0
+    assert "Traceback" not in consumer.output
+    assert [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")] == ids
+    assert db("SELECT count(*) FROM jobs") == [(0,)]
+    assert "Robert'); DELETE FROM done_jobs; --" in consumer.output
