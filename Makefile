@@ -28,3 +28,12 @@ test: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Not part of `make test`: 20 consumers and a pusher at full speed, then every job accounted for.
+SOAK_SECONDS ?= 60
+soak: venv
+	$(BIN)/python scripts/soak.py --seconds $(SOAK_SECONDS)
+
+# The same run, shorter: throughput and peak connections on this machine.
+bench: venv
+	$(BIN)/python scripts/soak.py --seconds 20
