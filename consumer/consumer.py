@@ -109,7 +109,7 @@ def connect(url, name, stop):
         try:
             conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
         except psycopg2.Error as error:
-            log.warning("Cannot connect to the database (%s); retrying in %gs", reason(error), RETRY_WAIT)
+            log.warning("[%s] Cannot connect to the database (%s); retrying in %gs", name, reason(error), RETRY_WAIT)
             stop.wait(RETRY_WAIT)
         else:
             log.info("[%s] Connected to the database; waiting for jobs", name)
