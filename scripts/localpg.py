@@ -15,6 +15,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import psycopg2
+
 with warnings.catch_warnings():  # pgserver's import warns that XDG_RUNTIME_DIR is unset, which we don't use
     warnings.simplefilter("ignore")
     from pgserver import utils as pgserver_utils
@@ -91,6 +93,16 @@ class LocalPostgres:
     def stop(self, mode="fast"):
         """fast: roll back open transactions and disconnect every client, as a restart does."""
         self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop")
+
+    def scalar(self, sql):
+        """The one value a query returns, from the jobqueue database."""
+        conn = psycopg2.connect(self.url())
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
 
     def psql(self, database, *args):
         env = dict(os.environ, PGPASSWORD=PASSWORD)

@@ -14,8 +14,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg2
-
 import localpg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,16 +23,6 @@ def relay(name, stream, width, lock):
     for line in stream:
         with lock:
             print(f"{name:<{width}} | {line}", end="", flush=True)
-
-
-def count(url, table):
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(f"SELECT count(*) FROM {table}")
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 def main():
@@ -89,7 +77,7 @@ def main():
             time.sleep(0.1)
         time.sleep(0.2)  # let the relays print the last lines
 
-        done, queued = count(url, "done_jobs"), count(url, "jobs")
+        done, queued = pg.scalar("SELECT count(*) FROM done_jobs"), pg.scalar("SELECT count(*) FROM jobs")
         print(f"\nSummary: {done + queued} pushed, {done} done, {queued} still queued")
         return 0 if all(p.returncode == 0 for p in procs.values()) else 1
     finally:

@@ -16,22 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg2
-
 import localpg
 
 ROOT = Path(__file__).resolve().parent.parent
+CONNECTIONS_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
 ERRORS = re.compile(r"Traceback|Error|Lost the database connection|Cannot connect|did not land")
-
-
-def query(url, sql):
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
 
 
 def main():
@@ -61,14 +50,14 @@ def main():
         print(f"Soaking: 1 pusher at full speed, {args.consumers} consumers, {args.seconds:g}s; logs in {logs}")
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:
-            peak = max(peak, query(url, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+            peak = max(peak, pg.scalar(CONNECTIONS_SQL))
             time.sleep(0.5)
         pusher.send_signal(signal.SIGTERM)
         pusher.wait(30)
         pushed_at = time.monotonic()
-        print(f"Pusher stopped; draining {query(url, 'SELECT count(*) FROM jobs')} queued jobs")
-        while query(url, "SELECT count(*) FROM jobs") and time.monotonic() - pushed_at < args.drain_timeout:
-            peak = max(peak, query(url, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        print(f"Pusher stopped; draining {pg.scalar('SELECT count(*) FROM jobs')} queued jobs")
+        while pg.scalar("SELECT count(*) FROM jobs") and time.monotonic() - pushed_at < args.drain_timeout:
+            peak = max(peak, pg.scalar(CONNECTIONS_SQL))
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         for proc in consumers.values():
@@ -77,10 +66,10 @@ def main():
 
         outputs = {path.stem: path.read_text() for path in logs.glob("*.log")}
         pushed = len(re.findall(r"^Pushed job \d+", outputs["pusher"], re.M))
-        done = query(url, "SELECT count(*) FROM done_jobs")
-        recorded_twice = query(url, "SELECT count(*) FROM (SELECT id FROM done_jobs GROUP BY id HAVING count(*) > 1) d")
-        left = query(url, "SELECT count(*) FROM jobs")
-        in_db = query(url, "SELECT count(*) FROM (SELECT id FROM jobs UNION SELECT id FROM done_jobs) j")
+        done = pg.scalar("SELECT count(*) FROM done_jobs")
+        recorded_twice = pg.scalar("SELECT count(*) FROM (SELECT id FROM done_jobs GROUP BY id HAVING count(*) > 1) d")
+        left = pg.scalar("SELECT count(*) FROM jobs")
+        in_db = pg.scalar("SELECT count(*) FROM (SELECT id FROM jobs UNION SELECT id FROM done_jobs) j")
         worked = re.findall(r"Processing job (\d+):", "".join(outputs.values()))
         errors = sum(len(ERRORS.findall(text)) for text in outputs.values())
         exits_ok = all(code == 0 for code in codes) and pusher.returncode == 0
