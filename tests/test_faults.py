@@ -258,3 +258,19 @@ def test_hostile_payloads_are_data_never_sql(db_url, db, spawn):
     assert [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")] == ids
     assert db("SELECT count(*) FROM jobs") == [(0,)]
     assert "Robert'); DELETE FROM done_jobs; --" in consumer.output
+
+
+def test_sigterm_mid_job_ends_within_the_grace_period_the_deployment_gives(db_url, db, spawn):
+    from test_manifests import containers, env, objects, one
+    template = one(objects("base"), "Deployment", "job-consumer")["spec"]["template"]
+    grace = template["spec"]["terminationGracePeriodSeconds"]
+    longest = env(containers(template)[0])["PROCESS_TIME_MAX"]["value"]
+    [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('scaled away') RETURNING id")
+    # The worst case: the longest job the Deployment allows, SIGTERM the moment it starts.
+    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN=longest, PROCESS_TIME_MAX=longest)
+    consumer.wait_for(f"Processing job {job_id}")
+    started = time.monotonic()
+    consumer.signal(signal.SIGTERM)
+    assert consumer.wait(grace + 5) == 0
+    assert time.monotonic() - started < grace, "Kubernetes would have sent SIGKILL"
+    assert db("SELECT id FROM done_jobs") == [(job_id,)]
