@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CHECKOV_VENV := $(VENV)/checkov
 CONSUMERS ?= 3
 
-.PHONY: run test soak bench pods venv clean
+.PHONY: run test soak bench pods compose-check venv clean
 
 $(BIN)/.installed: requirements-dev.txt requirements-checkov.txt pusher/requirements.txt consumer/requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, $(PYTHON) is %d.%d" % sys.version_info[:2]) if sys.version_info < (3, 11) else None'
@@ -37,3 +37,12 @@ soak: venv
 # The same run, shorter: throughput and peak connections on this machine.
 bench: venv
 	$(BIN)/python scripts/soak.py --seconds 20
+
+# Need a Docker engine (on a machine without one, they start ../shared/tools/docker-standin), so they
+# are not part of `make test`. compose-check: `docker compose up` with three consumers, then a graceful
+# stop. pods: each container run the way its Kubernetes pod spec says.
+compose-check: venv
+	scripts/compose_check.sh
+
+pods: venv
+	$(BIN)/python scripts/pods.py

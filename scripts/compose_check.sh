@@ -88,7 +88,8 @@ say "docker compose stop"
 started=$SECONDS
 compose stop >/dev/null 2>&1
 stop_seconds=$((SECONDS - started))
-grace=$(compose config --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["services"]["consumer"].get("stop_grace_period", "10s"))')
+grace=$(compose config --format json |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["services"]["consumer"].get("stop_grace_period", "10s"))')
 echo "  took ${stop_seconds}s (consumer stop_grace_period: $grace)"
 
 for id in $(ids pusher) $(ids consumer); do
@@ -149,7 +150,8 @@ check "every pushed job is either done or still queued, not both" \
 # --- down -v, then up again ------------------------------------------------------------------------------
 say "docker compose down -v, then up again"
 compose down -v >/dev/null 2>&1
-check "down -v removed the data volume" test -z "$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
+check "down -v removed the data volume" \
+  test -z "$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
 compose up -d "${build[@]}" --scale consumer=$CONSUMERS >/tmp/compose-check-up.log 2>&1 \
   || { cat /tmp/compose-check-up.log; fail "docker compose up (second time)"; }
 check "init.sql ran again on the empty volume" \

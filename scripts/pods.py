@@ -21,15 +21,21 @@ into `docker run` flags, and runs them:
   terminationGracePeriodSeconds   `docker stop -t`, after the preStop hook if there is one
 
 Then it lets the loops move jobs through the database (done_jobs must rise), stops every pod within its grace
-period and expects exit code 0, and prints PASS or FAIL. It needs a Docker engine, so `make test` does not run
-it: it uses the one DOCKER_HOST points at, or starts ../shared/tools/docker-standin (a private engine on Debian
-stand-in base images) if none answers. KEEP=1 leaves the containers running for a look.
+period and expects exit code 0, and prints PASS or FAIL. Not reproduced: NetworkPolicy (every pod here reaches
+every other), a Service's ClusterIP (its names resolve straight to the pod), KEDA (each workload runs its
+`replicas`, one at least). A manifest feature it cannot reproduce faithfully (another kind of probe or volume,
+a subPath, a Service that remaps a port) is reported as a failure, not skipped.
+
+It needs a Docker engine, so `make test` does not run it: it uses the one DOCKER_HOST points at, or starts
+../shared/tools/docker-standin (a private engine on Debian stand-in base images) if none answers. KEEP=1
+leaves the containers running for a look; PODS_NETWORK=host runs them on the host's network.
 
     .venv/bin/python scripts/pods.py [kustomize target, default .]
 """
 
 import base64
 import json
+import math
 import os
 import re
 import shlex
@@ -273,8 +279,9 @@ def write_files(directory, data, items, mode, gid):
 def docker_run_args(pod, container, objects, workdir, network, aliases):
     """The `docker run` arguments for one container, and a printable form with Secret values masked."""
     pod_sc, sc = pod.security(container)
-    args = ["--name", pod.container_name(container), "--hostname", pod.name, "--label", LABEL,
-            "--restart", "no"]
+    args = ["--name", pod.container_name(container), "--label", LABEL, "--restart", "no"]
+    # The pod's name is its host name; on the host's network the engine cannot set one, so only HOSTNAME.
+    args += ["-e", f"HOSTNAME={pod.name}"] if network == "host" else ["--hostname", pod.name]
     image = container["image"]
 
     # Who runs it
@@ -429,6 +436,9 @@ def probe(container_name, spec, budget_from=None):
             last = f"exit {result.returncode} {(result.stdout + result.stderr).strip()[:200]}"
         except subprocess.TimeoutExpired:
             last = f"timed out after {p['timeoutSeconds']}s"
+        state = status(container_name)
+        if not state["Running"]:  # the kubelet would restart it now; a crash loop is a failure here
+            return False, f"the container exited ({state['ExitCode']}) after {tries} tries: {last}"
         if time.monotonic() + PROBE_POLL > deadline:
             return False, f"still failing after {time.monotonic() - start:.0f}s ({tries} tries): {last}"
         time.sleep(PROBE_POLL)
@@ -501,7 +511,7 @@ def stop(report, pod, container, name):
         if "exec" not in hook:
             raise NotEmulated(f"preStop {sorted(hook)}")
         run("docker", "exec", name, *hook["exec"]["command"], check=False, timeout=pod.grace)
-    remaining = max(0, int(pod.grace - (time.monotonic() - started)))
+    remaining = max(0, math.ceil(pod.grace - (time.monotonic() - started)))
     signal = (container.get("lifecycle") or {}).get("stopSignal")
     docker("stop", "-t", remaining, *(["-s", signal] if signal else []), name, timeout=pod.grace + 30)
     took = time.monotonic() - started
@@ -522,6 +532,7 @@ def main():
     # Databases first, then the programs that use them: Kubernetes starts them all at once and the loops
     # would retry, but in this order a failure points at its cause.
     workloads.sort(key=lambda d: d["kind"] != "StatefulSet")
+    # One pod at least, even for a workload scaled to zero: KEDA starts one as soon as there is work.
     pods = [Pod(w, i) for w in workloads for i in range(w["spec"].get("replicas", 1) or 1)]
     if not pods:
         sys.exit("FAIL: no Deployment or StatefulSet in the rendered manifests")
@@ -532,11 +543,14 @@ def main():
                   standin)
     docker("rm", "-f", *docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split(), check=False)
     workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
-    network = f"{PREFIX}-net"
-    docker("network", "rm", network, check=False)
-    if docker("network", "create", "--label", LABEL, network, check=False).returncode != 0:
-        print("  (no user-defined bridge network on this engine: falling back to host networking)")
-        network = "host"
+    # A network of its own, on which each pod answers to its Services' names. PODS_NETWORK=host uses the
+    # host's network instead (the names then point at 127.0.0.1, and the ports must be free on this machine).
+    network = f"{PREFIX}-net" if os.environ.get("PODS_NETWORK") != "host" else "host"
+    if network != "host":
+        docker("network", "rm", network, check=False)
+        if docker("network", "create", "--label", LABEL, network, check=False).returncode != 0:
+            print("  (this engine cannot create a bridge network: falling back to host networking)")
+            network = "host"
     aliases = service_aliases(pods, objects)
     running = []  # (pod, container spec, container name)
     envs = {}  # container name -> its resolved environment
@@ -589,13 +603,16 @@ def main():
         first = sql(db_name, "SELECT count(*) FROM done_jobs")
         done = first
         while time.monotonic() < deadline and (done is None or first is None or int(done) < int(first) + FLOW_JOBS):
+            if not status(db_name)["Running"]:
+                break
             time.sleep(2)
             first = first if first is not None else sql(db_name, "SELECT count(*) FROM done_jobs")
             done = sql(db_name, "SELECT count(*) FROM done_jobs")
         queued = sql(db_name, "SELECT count(*) FROM jobs")
         report.check(first is not None and done is not None and int(done) >= int(first) + FLOW_JOBS,
                      f"done_jobs rises by {FLOW_JOBS} while every pod runs hardened",
-                     f"done_jobs {first} -> {done}, jobs queued or in progress {queued}")
+                     f"done_jobs {first} -> {done}, jobs queued or in progress {queued}" if done is not None
+                     else f"cannot query {db_name}")
         for pod, container, name in running:
             for kind in ("readinessProbe", "livenessProbe"):
                 if container.get(kind):
@@ -613,7 +630,7 @@ def main():
             if claimed:
                 last = claimed[-1]
                 finished = f"Completed job {last} in" in text
-                note = "finished after the stop request" if "Stop requested: finishing job" in text else "idle at the stop"
+                note = "the stop came mid-job" if "Stop requested: finishing job" in text else "it was idle at the stop"
                 report.check(finished, f"{name} finished the job in hand (job {last}, {note})")
             tail = [line for line in text.strip().splitlines() if line.strip()][-2:]
             print("      " + "\n      ".join(tail))

