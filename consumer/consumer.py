@@ -158,9 +158,11 @@ def main():
         except psycopg2.errors.UndefinedTable as error:
             log.warning("[%s] %s: has db/init.sql been applied? Retrying in %gs", name, reason(error), RETRY_WAIT)
             stop.wait(RETRY_WAIT)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            # An uncommitted claim dies with the connection: the server rolls it back and the job is queued again.
-            log.warning("[%s] Lost the database connection (%s); reconnecting in %gs", name, reason(error), RETRY_WAIT)
+        except psycopg2.Error as error:
+            # Whatever failed, the claim was not committed: it rolls back (on the server, if the connection
+            # died) and the job is queued again. A new connection is the one state known to be clean.
+            what = "Lost the database connection" if conn.closed else "Database error"
+            log.warning("[%s] %s (%s); reconnecting in %gs", name, what, reason(error), RETRY_WAIT)
             conn.close()
             conn = None
             stop.wait(RETRY_WAIT)

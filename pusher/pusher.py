@@ -153,8 +153,10 @@ def main():
             log.warning("%s: has db/init.sql been applied? Retrying in %gs", reason(error), RETRY_WAIT)
             stop.wait(RETRY_WAIT)
             continue
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-            log.warning("Lost the database connection (%s); reconnecting in %gs", reason(error), RETRY_WAIT)
+        except psycopg2.Error as error:
+            # If the insert was sent but its commit's answer never came, `unsure` holds it for a look-up.
+            what = "Lost the database connection" if conn.closed else "Database error"
+            log.warning("%s (%s); reconnecting in %gs", what, reason(error), RETRY_WAIT)
             conn.close()
             conn = None
             stop.wait(RETRY_WAIT)

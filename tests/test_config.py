@@ -125,3 +125,22 @@ def test_signals_are_handled_while_waiting_for_a_database(spawn):
     proc.wait_for("Cannot connect")
     proc.signal(signal.SIGINT)
     assert proc.wait(5) == 0
+
+
+@pytest.mark.parametrize("loop,grants,says", [
+    ("pusher", "GRANT SELECT ON jobs, done_jobs TO {role}", "permission denied for table jobs"),
+    ("consumer", "GRANT SELECT, UPDATE, DELETE ON jobs TO {role}; GRANT SELECT ON done_jobs TO {role}",
+     "permission denied for table done_jobs"),
+])
+def test_a_role_without_the_rights_it_needs_gets_a_clear_line_and_loses_nothing(loop, grants, says, local_server,
+                                                                                 db_url, db, spawn):
+    role = f"limited_{loop}"
+    db(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'limited'; " + grants.format(role=role))
+    [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('kept') RETURNING id")
+    proc = spawn(loop, DATABASE_URL=keyvalue_url(db_url, user=role, password="limited"),
+                 PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+    proc.wait_for(f"Database error ({says}); reconnecting in 2s", count=2, timeout=15)
+    assert proc.stop() == 0
+    assert "Traceback" not in proc.output
+    assert db("SELECT id FROM jobs") == [(job_id,)], "the failed claim must roll back into the queue"
+    assert db("SELECT count(*) FROM done_jobs") == [(0,)]
