@@ -38,6 +38,8 @@ CLAIM_SQL = """
     RETURNING id, payload
 """
 RECORD_SQL = "INSERT INTO done_jobs (id) VALUES (%s)"
+# A consumer at work is "idle in transaction" to the server, which ends such a session after this long.
+TIMEOUT_SQL = "SELECT setting::float / 1000 FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
 
 IDLE_WAIT = 1.0  # seconds between two looks at an empty queue
 RETRY_WAIT = 2.0  # seconds between two attempts to reach the database
@@ -104,15 +106,21 @@ def stop_on_signals():
     return stop
 
 
-def connect(url, name, stop):
+def connect(url, name, high, stop):
     while not stop.is_set():
         try:
             conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+            with conn, conn.cursor() as cur:
+                cur.execute(TIMEOUT_SQL)
+                timeout = cur.fetchone()[0]
         except psycopg2.Error as error:
             log.warning("[%s] Cannot connect to the database (%s); retrying in %gs", name, reason(error), RETRY_WAIT)
             stop.wait(RETRY_WAIT)
         else:
             log.info("[%s] Connected to the database; waiting for jobs", name)
+            if 0 < timeout <= high:
+                log.warning("[%s] PROCESS_TIME_MAX (%gs) is not below the server's idle_in_transaction_session_timeout "
+                            "(%gs): a longer job will be cut off and done again", name, high, timeout)
             return conn
     return None
 
@@ -149,7 +157,7 @@ def main():
     conn = None
     while not stop.is_set():
         if conn is None:
-            conn = connect(url, name, stop)
+            conn = connect(url, name, high, stop)
             if conn is None:
                 break
         try:

@@ -274,3 +274,17 @@ def test_sigterm_mid_job_ends_within_the_grace_period_the_deployment_gives(db_ur
     assert consumer.wait(grace + 5) == 0
     assert time.monotonic() - started < grace, "Kubernetes would have sent SIGKILL"
     assert db("SELECT id FROM done_jobs") == [(job_id,)]
+
+
+def test_a_job_longer_than_the_server_allows_is_announced_at_start(db_url, db, spawn):
+    db(f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
+       "SET idle_in_transaction_session_timeout = '2s'")
+    warns = ("PROCESS_TIME_MAX (5s) is not below the server's idle_in_transaction_session_timeout (2s): "
+             "a longer job will be cut off and done again")
+    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="5")
+    consumer.wait_for(warns)
+    assert consumer.stop() == 0
+    fits = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="1.5")
+    fits.wait_for("Connected to the database")
+    assert fits.stop() == 0
+    assert "cut off" not in fits.output
