@@ -94,9 +94,9 @@ def server():
 
 @pytest.fixture
 def local_server(server):
-    """The server, for tests that stop and start it: only the embedded one may be restarted."""
+    """The embedded server, for tests that restart it or check the settings it was started with."""
     if server.local is None:
-        pytest.skip("stops the server: runs only against the embedded one, not TEST_DATABASE_URL")
+        pytest.skip("needs the embedded server (restarts it, or checks its settings), not TEST_DATABASE_URL")
     return server
 
 
