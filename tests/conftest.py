@@ -5,6 +5,7 @@ The server is the embedded one from scripts/localpg.py, unless TEST_DATABASE_URL
 once into a template database and each test gets its own copy (CREATE DATABASE ... TEMPLATE).
 """
 
+import importlib.util
 import itertools
 import os
 import signal
@@ -22,6 +23,14 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import localpg  # noqa: E402
 
 TEMPLATE = "jobqueue_test_template"
+
+
+def load_loop(which):
+    """pusher.py or consumer.py as a module, to call its functions: they are scripts, not a package."""
+    spec = importlib.util.spec_from_file_location(which, ROOT / which / f"{which}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class Server:

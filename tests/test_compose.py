@@ -6,7 +6,6 @@ No Docker engine is needed: `config` only reads and normalises the file. scripts
 file for real, on an engine.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,7 @@ import yaml
 from psycopg2.extensions import parse_dsn
 
 import localpg  # scripts/, put on the path by conftest.py
+from conftest import load_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -37,13 +37,6 @@ def run_compose(*args):
            if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"}
     return subprocess.run([str(COMPOSE), "-f", str(COMPOSE_FILE), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
-
-
-def load(script):
-    spec = importlib.util.spec_from_file_location(script, ROOT / script / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def duration(text):
@@ -188,12 +181,12 @@ def test_the_server_command_is_db_server_settings_conf(services):
 
 @pytest.mark.parametrize("name", ["pusher", "consumer"])
 def test_the_loops_accept_their_environment(services, name):
-    load(name).read_config(services[name]["environment"])  # raises ConfigError on a bad value
+    load_loop(name).read_config(services[name]["environment"])  # raises ConfigError on a bad value
 
 
 def test_a_stopping_consumer_has_time_to_finish_its_job(services):
     consumer = services["consumer"]
-    _, _, process_time_max, _ = load("consumer").read_config(consumer["environment"])
+    _, _, process_time_max, _ = load_loop("consumer").read_config(consumer["environment"])
     grace = duration(consumer.get("stop_grace_period", "10s"))  # compose's default is 10 s
     assert grace >= process_time_max + STOP_MARGIN, (
         f"stop_grace_period {grace:g}s leaves no margin over PROCESS_TIME_MAX {process_time_max:g}s")

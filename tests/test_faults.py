@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 import localpg
-from conftest import wait_until
+from conftest import load_loop, wait_until
 
 
 def pushed_ids(pusher):
@@ -236,12 +236,7 @@ def test_the_server_timeout_leaves_room_for_the_consumers_longest_job(local_serv
 
 def consumer_defaults():
     """The consumer's default timings, read from the program itself."""
-    import importlib.util
-    from conftest import ROOT
-    spec = importlib.util.spec_from_file_location("consumer_module", ROOT / "consumer" / "consumer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _, low, high, _ = module.read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
+    _, low, high, _ = load_loop("consumer").read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
     return {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high}
 
 

@@ -10,7 +10,6 @@ the trigger's query run against the real schema.
 import base64
 import copy
 import functools
-import importlib.util
 import json
 import math
 import re
@@ -22,6 +21,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 import yaml
+
+import localpg  # scripts/, put on the path by conftest.py
+from conftest import load_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the virtual environment's bin/, where `make venv` puts kubectl
@@ -108,20 +110,6 @@ def matches(selector, labels):
     """True when a matchLabels-only selector selects these labels."""
     assert set(selector) <= {"matchLabels"}, f"only matchLabels selectors are expected here: {selector}"
     return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
-
-
-def server_settings():
-    """db/server-settings.conf as (name, value) pairs, in file order."""
-    pairs = []
-    for line in (ROOT / "db" / "server-settings.conf").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = re.fullmatch(r"([a-z_]+)\s*=\s*(.+)", line)
-        assert match, f"cannot read this line of db/server-settings.conf: {line!r}"
-        name, value = match.groups()
-        pairs.append((name, value.strip().strip("'")))
-    return pairs
 
 
 def postgres_seconds(value):
@@ -389,7 +377,7 @@ def test_init_sql_configmap_is_db_init_sql():
 
 def test_postgres_args_are_db_server_settings():
     (postgres,) = containers(one(objects("base"), "StatefulSet", "postgres")["spec"]["template"])
-    settings = server_settings()
+    settings = localpg.server_settings()
     assert settings, "db/server-settings.conf lists no setting"
     assert "command" not in postgres  # the image's entrypoint must run: it initialises the database
     assert postgres["args"] == [arg for name, value in settings for arg in ("-c", f"{name}={value}")]
@@ -438,7 +426,7 @@ def test_loop_settings_and_grace_period(variant):
     # A consumer told to stop finishes the job in hand before SIGKILL comes...
     assert template["spec"]["terminationGracePeriodSeconds"] > longest_job
     # ...and the server does not end the session of a consumer that is merely working on a long job.
-    idle = postgres_seconds(dict(server_settings())["idle_in_transaction_session_timeout"])
+    idle = postgres_seconds(dict(localpg.server_settings())["idle_in_transaction_session_timeout"])
     assert longest_job < idle
 
 
@@ -655,9 +643,7 @@ def test_hpa_replicas_for_queue_lengths(db_url):
 
 def test_jobs_in_progress_are_counted(db_url):
     """A consumer's claim is an uncommitted DELETE: KEDA's session still counts the job until it is done."""
-    spec = importlib.util.spec_from_file_location("consumer_under_test", ROOT / "consumer" / "consumer.py")
-    consumer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(consumer)
+    consumer = load_loop("consumer")
     query = one(objects("base"), "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
 
     worker, keda = psycopg2.connect(db_url), psycopg2.connect(db_url)
