@@ -17,10 +17,10 @@ import logging
 import math
 import os
 import random
+import select
 import signal
 import socket
 import sys
-import threading
 import time
 
 import psycopg2
@@ -92,8 +92,32 @@ def reason(error):
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+class StopRequest:
+    """Set once SIGTERM or SIGINT arrives; wait() sleeps but returns as soon as it is set.
+
+    Not threading.Event: a signal handler runs in the main thread between two bytecodes, possibly while
+    that thread holds the Event's internal lock inside wait(), and Event.set() would then block forever.
+    A pipe needs no lock: set() writes a byte to it, and wait() is a select() that the byte ends at once.
+    """
+
+    def __init__(self):
+        self._set = False
+        self._read, self._write = os.pipe()
+
+    def set(self):
+        self._set = True
+        os.write(self._write, b"!")
+
+    def is_set(self):
+        return self._set
+
+    def wait(self, seconds):
+        select.select([self._read], [], [], seconds)
+        return self._set
+
+
 def stop_on_signals():
-    stop = threading.Event()
+    stop = StopRequest()
 
     def handle(signum, frame):
         if stop.is_set():
