@@ -1,6 +1,6 @@
 """Fixtures: a real PostgreSQL server, a fresh database per test, and the two loops as real processes.
 
-The server is the embedded one from scripts/localpg.py, unless TEST_DATABASE_URL names another
+The server is the embedded one from tools/localpg.py, unless TEST_DATABASE_URL names another
 (a role that may create databases); tests that stop the server are skipped then. The schema is built
 once into a template database and each test gets its own copy (CREATE DATABASE ... TEMPLATE).
 """
@@ -19,7 +19,7 @@ import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tools"))
 import localpg  # noqa: E402
 
 TEMPLATE = "jobqueue_test_template"

