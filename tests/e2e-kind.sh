@@ -26,6 +26,7 @@ KEDA_VERSION=2.21.1
 # pinned by digest as those notes require: Kubernetes 1.36, one of the minors KEDA 2.21 is tested on.
 KIND_VERSION=v0.33.0
 NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed}
+KEDA_MANIFEST=https://github.com/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$KEDA_VERSION.yaml
 NAMESPACE="job-processing"  # k8s/kustomization.yaml's namespace
 SCALED_OBJECT="job-consumer-scaler"
 
@@ -152,13 +153,12 @@ say "cluster $CLUSTER"
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
   echo "  reusing it"
 else
+  created_cluster=1  # before: a half-made cluster is deleted too
   kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 180s
-  created_cluster=1
 fi
 k version | sed 's/^/  /'
 
 say "KEDA $KEDA_VERSION, its release manifest"
-KEDA_MANIFEST=https://github.com/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$KEDA_VERSION.yaml
 k get namespace keda >/dev/null 2>&1 || installed_keda=1
 k apply --server-side -f "$KEDA_MANIFEST" >/dev/null
 # An allowance for pulling KEDA's three images; each Deployment is Available once its readiness probe passes.
@@ -283,6 +283,7 @@ run_variant() {
   say "$label: a burst, kubectl create -f tools/burst-job.yaml"
   local job burst
   job=$(k create -f tools/burst-job.yaml -o name) || { fail "kubectl create -f tools/burst-job.yaml"; return 1; }
+  job=job/${job#*/}
   burst=$(field "$job" '{.spec.template.spec.containers[0].env[?(@.name=="PUSH_COUNT")].value}')
   echo "  $job pushes $burst jobs; the timeouts, from the numbers above:"
   derive "$min" "$max" "$target" "$poll" "$cooldown" "$window" "$work" "$burst"
@@ -294,13 +295,16 @@ run_variant() {
   until_or_fail "$T_UP" "the HPA desires more than 1 consumer" desired_above_1 || return 1
   until_or_fail "$T_READY_UP" "more than 1 consumer is ready" ready_above_1 || return 1
   until_or_fail "$T_DRAIN" "the queue drains" queue_empty || return 1
+  # Its log now, while the Job is there: it deletes itself ttlSecondsAfterFinished after it ends.
+  local pushed
+  must kn wait --for=condition=Complete "$job" --timeout=60s || return 1
+  pushed=$(kn logs "$job" | sed -n 's/^Pushed job \([0-9]*\).*/\1/p' | sort -n)
   until_or_fail "$(from_now "$T_DOWN")" "the consumers come back to minReplicaCount $min" at_min || return 1
   if ((peak <= max)); then pass "never more than maxReplicaCount consumers (at most $peak of $max)"
   else fail "never more than maxReplicaCount consumers ($peak of $max)"; fi
 
   say "$label: nothing lost"
-  local pushed recorded queued
-  pushed=$(kn logs "$job" | sed -n 's/^Pushed job \([0-9]*\).*/\1/p' | sort -n)
+  local recorded queued
   recorded=$(sql "SELECT id FROM done_jobs WHERE id > $baseline ORDER BY id")
   queued=$(sql 'SELECT count(*) FROM jobs')
   echo "  pushed $(wc -w <<<"$pushed"), recorded in done_jobs $(wc -w <<<"$recorded"), still queued $queued"

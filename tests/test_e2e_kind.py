@@ -139,6 +139,11 @@ def test_derived_timeouts_for_scale_to_zero():
 
 # 1 -> 5 -> 10 -> 20 -> 40 -> 80 -> 100. A burst of 10 jobs: with one consumer at most, 5 jobs wait beyond
 # the 5 it is meant to have (10 in all); with 2 or more, 5 per consumer.
+def test_a_burst_that_does_not_divide_evenly_rounds_up():
+    # 210 jobs, 20 consumers: until the count falls to 100, ceil(110 / 20) = 6 jobs ahead of each, then 5
+    assert derive(1, 20, 5, 15, 30, 30, 10, 210)["T_DRAIN"] == 2 * (90 + 3 * 15 + 60 + (6 + 5) * 10)
+
+
 @pytest.mark.parametrize("max_replicas, steps, per_consumer", [(1, 0, 10), (4, 1, 5), (5, 1, 5), (20, 3, 5),
                                                                (100, 6, 5)])
 def test_the_ramp_follows_the_default_scale_up(max_replicas, steps, per_consumer):

@@ -116,13 +116,15 @@ def test_a_sub_path_is_not_emulated(tmp_path):
 
 def test_limits_and_requests(tmp_path):
     # --memory with no swap (the kubelet runs without swap); cpu limit as a quota; requests.cpu as shares,
-    # pkg/kubelet/cm MilliCPUToShares: milliCPU * 1024 / 1000, at least 2: 10m -> 10, 1m -> 2.
+    # pkg/kubelet/cm MilliCPUToShares: milliCPU * 1024 / 1000, at least 2: 10m -> 10, 500m -> 512, 1m -> 2.
     p, c = pod({"resources": {"limits": {"cpu": "200m", "memory": "128Mi"}, "requests": {"cpu": "10m"}}},
                {"runAsUser": 1})
     args, _ = flags(p, c, tmp_path)
     assert pairs(args, "--memory") == ["134217728"] and pairs(args, "--memory-swap") == ["134217728"]
     assert pairs(args, "--cpus") == ["0.2"]
     assert pairs(args, "--cpu-shares") == ["10"]
+    p, c = pod({"resources": {"requests": {"cpu": "500m"}}}, {"runAsUser": 1})
+    assert pairs(flags(p, c, tmp_path)[0], "--cpu-shares") == ["512"]
     p, c = pod({"resources": {"requests": {"cpu": "1m"}}}, {"runAsUser": 1})
     assert pairs(flags(p, c, tmp_path)[0], "--cpu-shares") == ["2"]
 
