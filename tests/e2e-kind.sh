@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# make e2e-kind: the article on a real cluster, in one command. Needs only Docker, kind and kubectl.
+#
+# In a kind cluster of its own (created, or reused if it exists), it installs KEDA at the version README.md
+# names and waits for it, builds both images and loads them into the node, runs `kubectl apply -k .`, waits
+# for Postgres and for the ScaledObject to be Ready, and then, with the pusher Deployment scaled to 0 so that
+# every job is accounted for, creates the burst of tools/burst-job.yaml and checks that:
+#   the HPA's desired replicas and the ready consumers rise above 1; the queue drains; the consumers come
+#   back to minReplicaCount; every job of the burst is in done_jobs (its primary key allows it once).
+# Then the same with overlays/scale-to-zero, which must first reach 0 consumers and wake on the burst.
+# Every timeout is derived from the ScaledObject as applied and from the HPA's timings, and printed with its
+# derivation. While it waits it prints a timeline, the columns of `make run`'s timeline:
+#   seconds,jobs,desired,consumers   (seconds since the burst, the trigger query's result, the HPA's
+#                                      desired replicas, consumer pods ready)
+# It deletes what it made (the cluster, or on a reused cluster the namespace and a KEDA it installed) unless
+# KEEP=1. Other settings: E2E_CLUSTER (cluster name), KIND_NODE_IMAGE.
+#   tests/e2e-kind.sh                 run everything
+#   tests/e2e-kind.sh derive ...      print the timeouts for given numbers only (tests/test_e2e_kind.py)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER=${E2E_CLUSTER:-keda-job-queue-e2e}
+# The KEDA release README.md tells readers to install (tests/test_e2e_kind.py checks that they agree).
+KEDA_VERSION=2.21.1
+# A node image from the notes of the kind release the workflow installs (.github/workflows/e2e-kind.yml),
+# pinned by digest as those notes require: Kubernetes 1.36, one of the minors KEDA 2.21 is tested on.
+KIND_VERSION=v0.33.0
+NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed}
+KEDA_MANIFEST=https://github.com/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$KEDA_VERSION.yaml
+NAMESPACE="job-processing"  # k8s/kustomization.yaml's namespace
+SCALED_OBJECT="job-consumer-scaler"
+
+# Timings not written in our manifests, from Kubernetes' and KEDA's documentation:
+HPA_SYNC=15  # s, kube-controller-manager --horizontal-pod-autoscaler-sync-period, its default
+# The HPA's default scale-up (no scaleUp in our ScaledObject): every 15 s, the larger of +4 pods and +100%.
+SCALE_UP_PODS=4
+SCALE_UP_PERCENT=100
+# What nothing documents: an allowance for a pod to be scheduled and started from an image on the node.
+POD_START=60  # s
+SAMPLE_EVERY=5  # s between two rows of the timeline
+
+# --- the derivation of every timeout -----------------------------------------------------------------------
+
+ceil_div() { echo $((($1 + $2 - 1) / $2)); }
+
+# HPA scale-up steps from $1 to $2 replicas under the default policy.
+ramp_steps() {
+  local replicas=$1 max=$2 steps=0 by_pods by_percent
+  while ((replicas < max)); do
+    by_pods=$((replicas + SCALE_UP_PODS))
+    by_percent=$((replicas + replicas * SCALE_UP_PERCENT / 100))
+    replicas=$((by_pods > by_percent ? by_pods : by_percent))
+    if ((replicas > max)); then replicas=$max; fi
+    steps=$((steps + 1))
+  done
+  echo "$steps"
+}
+
+# derive MIN MAX TARGET POLL COOLDOWN WINDOW PROCESS_TIME_MAX BURST: sets the T_* timeouts and prints how.
+# T_WAKE, T_UP, T_READY_UP and T_DRAIN count from the burst's creation; T_DOWN from the moment the queue is empty.
+derive() {
+  local min=$1 max=$2 target=$3 poll=$4 cooldown=$5 window=$6 work=$7 burst=$8 first steps backlog
+  first=$((min > 0 ? min : 1))
+  steps=$(ramp_steps "$first" "$max")
+  # While every consumer runs, one has at most ceil(jobs / max) jobs ahead of it until the count falls to
+  # max * target; from there the HPA keeps one consumer per target jobs (a scale-down only lags, with more).
+  backlog=$(($(ceil_div $((burst > max * target ? burst - max * target : 0)) "$max") + target))
+  if ((min == 0)); then
+    # KEDA itself takes 0 -> 1 at its next poll with the count above the activation threshold.
+    T_WAKE=$((POD_START + poll + POD_START))
+    explain T_WAKE "first consumer ready" "burst pod start $POD_START + pollingInterval $poll + consumer start $POD_START"
+  else
+    T_WAKE=0
+  fi
+  if ((min == 0)); then
+    T_UP=$((T_WAKE + 2 * HPA_SYNC))
+    explain T_UP "HPA desires more than 1" "T_WAKE $T_WAKE + 2 HPA syncs of $HPA_SYNC"
+  else
+    T_UP=$((POD_START + 2 * HPA_SYNC))
+    explain T_UP "HPA desires more than 1" "burst pod start $POD_START + 2 HPA syncs of $HPA_SYNC"
+  fi
+  T_READY_UP=$((T_UP + POD_START))
+  explain T_READY_UP "more than 1 consumer ready" "T_UP $T_UP + consumer start $POD_START"
+  T_DRAIN=$((2 * (T_UP + steps * HPA_SYNC + POD_START + backlog * work)))
+  explain T_DRAIN "queue drained" "2 x (T_UP $T_UP + $steps scale-up steps ($first to $max) x $HPA_SYNC + consumer start $POD_START + $backlog jobs per consumer x PROCESS_TIME_MAX $work)"
+  if ((min == 0)); then
+    T_DOWN=$((2 * (poll + cooldown + poll)))
+    explain T_DOWN "consumers back to 0" "2 x (pollingInterval $poll + cooldownPeriod $cooldown + pollingInterval $poll)"
+  else
+    T_DOWN=$((2 * (window + 2 * HPA_SYNC)))
+    explain T_DOWN "consumers back to $min" "2 x (stabilizationWindowSeconds $window + 2 HPA syncs of $HPA_SYNC)"
+  fi
+}
+
+explain() { printf '  timeout %-10s %5d s  %-28s = %s\n' "$1" "${!1}" "$2" "$3"; }
+
+if [[ ${1:-} == derive ]]; then
+  shift
+  derive "$@"
+  exit 0
+fi
+
+# --- output and checks -------------------------------------------------------------------------------------
+
+failures=0 checks=0
+say() { echo; echo "== $*"; }
+pass() { checks=$((checks + 1)); echo "  ok    $*"; }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "  FAIL  $*"; }
+die() { echo "e2e-kind: $*" >&2; exit 1; }
+
+for tool in docker kind kubectl; do
+  command -v "$tool" >/dev/null || die "needs $tool on PATH (Docker, kind and kubectl; README.md, Prerequisites)"
+done
+docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info)"
+if [[ $(kind version) != *"$KIND_VERSION "* ]]; then
+  echo "e2e-kind: note: $(kind version); $NODE_IMAGE is built for kind $KIND_VERSION (its release notes)"
+fi
+
+k() { kubectl --context "kind-$CLUSTER" "$@"; }
+kn() { k -n "$NAMESPACE" "$@"; }
+# psql inside the Postgres pod, over its own socket, as the role its environment names
+# shellcheck disable=SC2016  # the pod's shell expands them
+sql() { kn exec postgres-0 -- sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "$0"' "$1" 2>/dev/null; }
+field() { kn get "$1" -o "jsonpath=$2" 2>/dev/null; }
+
+# --- clean-up ------------------------------------------------------------------------------------------------
+
+created_cluster=0 installed_keda=0
+cleanup() {
+  local status=$?
+  if ((failures > 0 || status != 0)) && k get namespace "$NAMESPACE" >/dev/null 2>&1; then
+    say "what the cluster shows"
+    kn get all,scaledobject,hpa,pvc -o wide || true
+    kn describe scaledobject "$SCALED_OBJECT" | tail -n 20 || true
+    k -n keda logs deployment/keda-operator --tail=40 || true
+  fi
+  if [[ ${KEEP:-0} == 1 ]]; then
+    echo "KEEP=1: left as it is; remove with: kind delete cluster --name $CLUSTER"
+  elif ((created_cluster)); then
+    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+  else
+    kubectl kustomize . | k delete --ignore-not-found -f - >/dev/null 2>&1 || true
+    if ((installed_keda)); then
+      k delete --ignore-not-found -f "$KEDA_MANIFEST" >/dev/null 2>&1 || true
+    fi
+  fi
+}
+trap cleanup EXIT
+
+# --- the cluster, KEDA, the images -------------------------------------------------------------------------
+
+say "cluster $CLUSTER"
+if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  echo "  reusing it"
+else
+  created_cluster=1  # before: a half-made cluster is deleted too
+  kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 180s
+fi
+k version | sed 's/^/  /'
+
+say "KEDA $KEDA_VERSION, its release manifest"
+k get namespace keda >/dev/null 2>&1 || installed_keda=1
+k apply --server-side -f "$KEDA_MANIFEST" >/dev/null
+# An allowance for pulling KEDA's three images; each Deployment is Available once its readiness probe passes.
+k -n keda wait --for=condition=Available deployment --all --timeout=300s
+k wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=120s
+
+say "the images, built and loaded into the node"
+# The names and tags kustomize renders (k8s/kustomization.yaml sets them once); each is built from its folder.
+images=()
+while IFS= read -r image; do images+=("$image"); done \
+  < <(kubectl kustomize . | sed -n 's/^ *image: \(job-[a-z]*:.*\)$/\1/p' | sort -u)
+((${#images[@]} == 2)) || die "expected the pusher's and the consumer's image in the manifests, got: ${images[*]}"
+for image in "${images[@]}"; do
+  folder=${image%%:*}
+  docker build --quiet -t "$image" "${folder#job-}" >/dev/null
+  echo "  built $image from ${folder#job-}/"
+done
+kind load docker-image --name "$CLUSTER" "${images[@]}"
+
+# --- one variant -----------------------------------------------------------------------------------------
+
+# The samplers: each sets a variable, 0 when the object says nothing (a Deployment at 0 has no readyReplicas).
+count=0 desired=0 ready=0 replicas=0 peak=0 hpa="" phase_started=$SECONDS
+sample() {
+  count=$(sql 'SELECT count(*) FROM jobs') || count='?'
+  desired=$(field "hpa/$hpa" '{.status.desiredReplicas}'); desired=${desired:-0}
+  ready=$(field deployment/job-consumer '{.status.readyReplicas}'); ready=${ready:-0}
+  replicas=$(field deployment/job-consumer '{.spec.replicas}'); replicas=${replicas:-0}
+  if ((ready > peak)); then peak=$ready; fi
+  echo "$((SECONDS - phase_started)),$count,$desired,$ready"
+}
+timeline() { phase_started=$SECONDS; echo "seconds,jobs,desired,consumers   ($*)"; }
+
+# until_or_fail DEADLINE WHAT PREDICATE...: a row of the timeline every SAMPLE_EVERY s until the predicate
+# holds, or until DEADLINE seconds on the timeline's clock
+until_or_fail() {
+  local limit=$1 what=$2
+  shift 2
+  while :; do
+    sample
+    if "$@"; then pass "$what (at $(elapsed) s)"; return 0; fi
+    if (($(elapsed) >= limit)); then fail "$what: not by $limit s"; return 1; fi
+    sleep "$SAMPLE_EVERY"
+  done
+}
+elapsed() { echo $((SECONDS - phase_started)); }
+from_now() { echo $(($(elapsed) + $1)); }
+# a command that must succeed, counted as a check
+must() { if "$@"; then return 0; fi; fail "$*"; return 1; }
+
+moved_a_job() { (($(sql 'SELECT count(*) FROM done_jobs' || echo 0) > done_before)); }
+desired_above_1() { ((desired > 1)); }
+ready_above_1() { ((ready > 1)); }
+ready_at_least_1() { ((ready >= 1)); }
+queue_empty() { [[ $count == 0 ]]; }
+at_min() {
+  [[ $count == 0 ]] && ((replicas == min && ready == min)) || return 1
+  # At 0 replicas the HPA stops computing (ScalingDisabled); above, it must agree.
+  ((min == 0 || desired == min))
+}
+# The time to settle at minReplicaCount with an empty queue: the same bound as after a burst.
+settle_timeout() {
+  if ((min == 0)); then echo $((2 * (poll + cooldown + poll) + grace)); else echo $((2 * (window + 2 * HPA_SYNC))); fi
+}
+
+# Errors inside are handled one by one: bash ignores `set -e` in a function called from an `||` list.
+run_variant() {
+  local target=$1 label=$2
+  say "$label: kubectl apply -k $target"
+  must k apply -k "$target" || return 1
+
+  # Postgres: the startupProbe's own budget, plus an allowance for pulling the image.
+  local period threshold started=$SECONDS t_postgres t_ready
+  period=$(field statefulset/postgres '{.spec.template.spec.containers[0].startupProbe.periodSeconds}')
+  threshold=$(field statefulset/postgres '{.spec.template.spec.containers[0].startupProbe.failureThreshold}')
+  t_postgres=$((${period:-10} * ${threshold:-3} + 120))
+  echo "  Postgres: startupProbe periodSeconds ${period:-10} x failureThreshold ${threshold:-3} + 120 s to pull" \
+    "the image = $t_postgres s"
+  must kn rollout status statefulset/postgres --timeout="${t_postgres}s" || return 1
+  pass "Postgres is ready (after $((SECONDS - started)) s)"
+  # KEDA retries a failed reconcile with controller-runtime's default backoff, which doubles from 5 ms: the
+  # next retry comes at most as long after Postgres got ready as Postgres took to get there.
+  t_ready=$((2 * (SECONDS - started) + 60))
+  echo "  ScaledObject: 2 x the $((SECONDS - started)) s Postgres took + 60 s = $t_ready s"
+  must kn wait --for=condition=Ready "scaledobject/$SCALED_OBJECT" --timeout="${t_ready}s" || return 1
+  pass "ScaledObject $SCALED_OBJECT is Ready"
+
+  # The numbers the timeouts derive from, as applied; KEDA's and the HPA's defaults where unset.
+  local so="scaledobject/$SCALED_OBJECT" max target work scale_up
+  min=$(field "$so" '{.spec.minReplicaCount}'); min=${min:-0}
+  max=$(field "$so" '{.spec.maxReplicaCount}'); max=${max:-100}
+  poll=$(field "$so" '{.spec.pollingInterval}'); poll=${poll:-30}
+  cooldown=$(field "$so" '{.spec.cooldownPeriod}'); cooldown=${cooldown:-300}
+  window=$(field "$so" '{.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds}')
+  window=${window:-300}
+  scale_up=$(field "$so" '{.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleUp}')
+  if [[ -n $scale_up ]]; then fail "the ScaledObject sets scaleUp; the timeouts assume the HPA's default"; return 1; fi
+  target=$(field "$so" '{.spec.triggers[0].metadata.targetQueryValue}')
+  work=$(field deployment/job-consumer '{.spec.template.spec.containers[0].env[?(@.name=="PROCESS_TIME_MAX")].value}')
+  grace=$(field deployment/job-consumer '{.spec.template.spec.terminationGracePeriodSeconds}')
+  hpa=$(field "$so" '{.status.hpaName}')
+  echo "  minReplicaCount $min, maxReplicaCount $max, targetQueryValue $target, pollingInterval $poll s," \
+    "cooldownPeriod $cooldown s, scale-down window $window s; the HPA is $hpa; consumer PROCESS_TIME_MAX $work s," \
+    "terminationGracePeriodSeconds $grace s"
+
+  say "$label: the Deployments as applied move a job, then the pusher goes to 0 so that only the burst adds jobs"
+  local done_before t_drain
+  done_before=$(sql 'SELECT count(*) FROM done_jobs'); done_before=${done_before:-0}
+  timeline "since the Deployments are ready"
+  until_or_fail "$(from_now $((2 * (POD_START + work))))" "the pusher and a consumer move a job through Postgres" moved_a_job \
+    || return 1
+  must kn scale deployment/job-pusher --replicas=0 || return 1
+  kn wait --for=delete pod -l app.kubernetes.io/name=job-pusher,app.kubernetes.io/component=producer \
+    --timeout=60s >/dev/null 2>&1 || true
+  sample >/dev/null
+  t_drain=$((2 * ((${count//[^0-9]/0} + 1) * work + POD_START)))
+  until_or_fail "$(from_now "$t_drain")" "the jobs the pusher left are done" queue_empty || return 1
+  until_or_fail "$(from_now "$(settle_timeout)")" "consumers at minReplicaCount $min before the burst" at_min || return 1
+  local baseline
+  baseline=$(sql 'SELECT coalesce(max(id), 0) FROM done_jobs')
+
+  say "$label: a burst, kubectl create -f tools/burst-job.yaml"
+  local job burst
+  job=$(k create -f tools/burst-job.yaml -o name) || { fail "kubectl create -f tools/burst-job.yaml"; return 1; }
+  job=job/${job#*/}
+  burst=$(field "$job" '{.spec.template.spec.containers[0].env[?(@.name=="PUSH_COUNT")].value}')
+  echo "  $job pushes $burst jobs; the timeouts, from the numbers above:"
+  derive "$min" "$max" "$target" "$poll" "$cooldown" "$window" "$work" "$burst"
+  peak=0
+  timeline "since the burst was created"
+  if ((min == 0)); then
+    until_or_fail "$T_WAKE" "KEDA wakes a consumer from 0" ready_at_least_1 || return 1
+  fi
+  until_or_fail "$T_UP" "the HPA desires more than 1 consumer" desired_above_1 || return 1
+  until_or_fail "$T_READY_UP" "more than 1 consumer is ready" ready_above_1 || return 1
+  until_or_fail "$T_DRAIN" "the queue drains" queue_empty || return 1
+  # Its log now, while the Job is there: it deletes itself ttlSecondsAfterFinished after it ends.
+  local pushed
+  must kn wait --for=condition=Complete "$job" --timeout=60s || return 1
+  pushed=$(kn logs "$job" | sed -n 's/^Pushed job \([0-9]*\).*/\1/p' | sort -n)
+  until_or_fail "$(from_now "$T_DOWN")" "the consumers come back to minReplicaCount $min" at_min || return 1
+  if ((peak <= max)); then pass "never more than maxReplicaCount consumers (at most $peak of $max)"
+  else fail "never more than maxReplicaCount consumers ($peak of $max)"; fi
+
+  say "$label: nothing lost"
+  local recorded queued
+  recorded=$(sql "SELECT id FROM done_jobs WHERE id > $baseline ORDER BY id")
+  queued=$(sql 'SELECT count(*) FROM jobs')
+  echo "  pushed $(wc -w <<<"$pushed"), recorded in done_jobs $(wc -w <<<"$recorded"), still queued $queued"
+  if (($(wc -w <<<"$pushed") == burst)); then pass "the burst pushed $burst jobs"
+  else fail "the burst pushed $burst jobs (its log shows $(wc -w <<<"$pushed"))"; fi
+  if [[ -n $pushed && $pushed == "$recorded" && $queued == 0 ]]; then
+    pass "done_jobs holds every pushed job, once (its primary key), and no other"
+  else
+    fail "done_jobs holds every pushed job: $(comm -23 <(echo "$pushed") <(echo "$recorded") | wc -l) missing," \
+      "$(comm -13 <(echo "$pushed") <(echo "$recorded") | wc -l) not pushed by the burst"
+  fi
+}
+
+min=1 poll=0 cooldown=0 window=0 grace=0
+run_variant . "base (minReplicaCount 1)" || true
+run_variant overlays/scale-to-zero "scale to zero (minReplicaCount 0)" || true
+
+echo
+if ((failures == 0 && checks > 0)); then
+  echo "e2e-kind: PASS ($checks checks)"
+else
+  echo "e2e-kind: FAIL ($failures of $checks checks failed)"
+  exit 1
+fi
