@@ -37,6 +37,7 @@ def read(path):
 
 
 def start_run(timeline, title, log):
+    timeline.unlink(missing_ok=True)  # the rows waited for must be this run's
     env = {k: v for k, v in os.environ.items() if k not in TIMINGS and k != "DATABASE_URL"}
     return subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--timeline", str(timeline),
                              "--title", title], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -56,8 +57,9 @@ def wait_for_row(timeline, seconds, run):
 
 
 def stop_run(run, log_path):
-    run.send_signal(signal.SIGINT)
-    run.wait(120)
+    if run.poll() is None:
+        run.send_signal(signal.SIGINT)
+        run.wait(120)
     text = Path(log_path).read_text()
     for line in text.splitlines():
         if line.startswith(("Summary:", "Consumers:", "Timeline:")):
@@ -77,15 +79,17 @@ def burst(args):
              f"- emulation of KEDA and its HPA, real time")
     with open(log_path, "w") as log:
         run = start_run(timeline, title, log)
-        at = wait_for_row(timeline, args.burst_at, run)
+        try:
+            at = wait_for_row(timeline, args.burst_at, run)
         # This run's own database, even if another `make run` is what .venv/make-run.json points at.
-        url = re.search(r"listening on (\S+)", log_path.read_text()).group(1)
-        env = {**{k: v for k, v in os.environ.items() if k not in TIMINGS}, "DATABASE_URL": url}
-        subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(args.jobs)], env=env,
-                       stdout=subprocess.DEVNULL, check=True)
-        print(f"Burst of {args.jobs} jobs pushed right after the evaluation at {at:g} s; log in {log_path}")
-        wait_for_row(timeline, args.duration, run)
-        stop_run(run, log_path)
+            url = re.search(r"listening on (\S+)", log_path.read_text()).group(1)
+            env = {**{k: v for k, v in os.environ.items() if k not in TIMINGS}, "DATABASE_URL": url}
+            subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(args.jobs)], env=env,
+                           stdout=subprocess.DEVNULL, check=True)
+            print(f"Burst of {args.jobs} jobs pushed right after the evaluation at {at:g} s; log in {log_path}")
+            wait_for_row(timeline, args.duration, run)
+        finally:
+            stop_run(run, log_path)
 
     rows = read(timeline)
     after = [r for r in rows if r["seconds"] > at]
@@ -114,8 +118,10 @@ def steady(args):
     with open(log_path, "w") as log:
         run = start_run(timeline, title, log)
         print(f"Running for {args.minutes:g} min; log in {log_path}")
-        wait_for_row(timeline, args.minutes * 60, run)
-        stop_run(run, log_path)
+        try:
+            wait_for_row(timeline, args.minutes * 60, run)
+        finally:
+            stop_run(run, log_path)
     rows = [r for r in read(timeline) if r["seconds"] >= args.warmup]
     desired = Counter(int(r["desired"]) for r in rows)
     jobs = sorted(r["jobs"] for r in rows)

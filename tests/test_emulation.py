@@ -247,24 +247,48 @@ README_CASES = [(0, 1), (3, 1), (23, 1), (23, 5), (100, 19), (90, 20), (89, 20),
 
 def readme_table():
     so, _ = k.scaled_object(".")
-    lines = ["| Jobs counted | Consumers running | jobs / (5 x consumers) | The HPA asks for |",
+    lines = ["| Jobs counted | Consumers running | jobs / (5 × consumers) | The HPA asks for |",
              "| --- | --- | --- | --- |"]
     for jobs, current in README_CASES:
         ratio = jobs / (so.target * current)
         raw = k.replica_calculator(jobs, so.target, current)
-        bounded = min(max(raw, so.hpa_min), so.max_replica_count)
-        if raw == current:
-            why = "within the tolerance: keep"
-        elif bounded != raw:
-            why = f"ceil({jobs} / 5) = {raw}, bounded by min and max:"
+        asks = min(max(raw, so.hpa_min), so.max_replica_count)
+        if 1 - k.TOLERANCE <= ratio <= 1 + k.TOLERANCE:
+            why = f"{asks}: within {k.TOLERANCE:.0%} of 1, no change"
         else:
-            why = f"ceil({jobs} / 5) ="
-        lines.append(f"| {jobs} | {current} | {ratio:.2f} | {why} {bounded} |")
+            why = f"ceil({jobs} / {so.target:g}) = {raw}"
+            if asks > raw:
+                why += f", raised to the minimum: {asks}"
+            elif asks < raw:
+                why += f", capped at the maximum: {asks}"
+        lines.append(f"| {jobs} | {current} | {ratio:.2f} | {why} |")
     return "\n".join(lines)
 
 
-def test_readme_replica_table_is_the_emulations():
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- replica table[^>]*-->\n(.*?)\n<!-- end of replica table -->", readme, re.S)
-    assert match, "README.md has no replica table between its markers"
-    assert match.group(1) == readme_table(), "regenerate it:\n" + readme_table()
+# components/scale-to-zero/README.md's table: where the consumers settle while the count holds.
+SETTLED_COUNTS = [0, 1, 2, 3, 23, 100, 1000]
+
+
+def settled(target, count):
+    so, replicas = k.scaled_object(target)
+    autoscaler = k.Autoscaler(so, replicas)
+    for _ in range(40):  # longer than any window
+        autoscaler.evaluate(autoscaler.next_evaluation(), count)
+    return autoscaler.replicas
+
+
+def settled_table():
+    lines = ["| Jobs counted, held | Consumers, base | Consumers, scale to zero |", "| --- | --- | --- |"]
+    for count in SETTLED_COUNTS:
+        lines.append(f"| {count} | {settled('.', count)} | {settled('overlays/scale-to-zero', count)} |")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("path, name, table", [("README.md", "replica table", readme_table),
+                                               ("components/scale-to-zero/README.md", "settled table",
+                                                settled_table)])
+def test_readme_tables_are_the_emulations(path, name, table):
+    text = (ROOT / path).read_text()
+    match = re.search(rf"<!-- {name}[^>]*-->\n(.*?)\n<!-- end of {name} -->", text, re.S)
+    assert match, f"{path} has no {name} between its markers"
+    assert match.group(1) == table(), "regenerate it:\n" + table()

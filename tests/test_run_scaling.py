@@ -47,13 +47,16 @@ def table(db_url, sql):
         conn.close()
 
 
-@pytest.mark.parametrize("overlay, minimum", [(".", 1), ("overlays/scale-to-zero", 0)])
-def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db_url, overlay, minimum):
+# A slow background pusher, slower with scale to zero so that the queue can stay at 2 or less for the
+# cooldown, and jobs of 0.5-1.5 s, so that the scale-down finds consumers at work.
+@pytest.mark.parametrize("overlay, minimum, push_interval", [(".", 1, ("1", "2")),
+                                                             ("overlays/scale-to-zero", 0, ("3", "5"))])
+def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db_url, overlay, minimum,
+                                                                    push_interval):
     log, timeline = tmp_path / "run.log", tmp_path / "timeline.csv"
-    # A slow background pusher and jobs of 0.5-1.5 s, so that the scale-down finds consumers at work.
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    env = {**base, "PUSH_INTERVAL_MIN": "1", "PUSH_INTERVAL_MAX": "2", "PROCESS_TIME_MIN": "0.5",
-           "PROCESS_TIME_MAX": "1.5"}
+    env = {**base, "PUSH_INTERVAL_MIN": push_interval[0], "PUSH_INTERVAL_MAX": push_interval[1],
+           "PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "1.5"}
     run = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--database-url", db_url,
                             "--overlay", overlay, "--timeline", str(timeline), "--time-scale", str(TIME_SCALE)],
                            env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -62,6 +62,11 @@ class EmulationError(Exception):
     """The ScaledObject asks for something the emulation does not model, or cannot be read."""
 
 
+def number(value):
+    """A query result or a time as the lines and the timeline show it: 23, not 23.0 or 2.3e+01."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The ScaledObject, as KEDA and the HPA see it once every default is filled in.
 
@@ -188,11 +193,6 @@ def milli(value):
     return int(value * 1000)
 
 
-def number(value):
-    """A query result as the scaler lines show it: 23, not 23.0 or 2.3e+01."""
-    return str(int(value)) if value == int(value) else repr(value)
-
-
 def replica_calculator(metric, target, status_replicas, tolerance_down=TOLERANCE, tolerance_up=TOLERANCE):
     """GetExternalPerPodMetricReplicas: keep the current count while metric / (target x current) lies within the
     tolerance of 1 (Tolerances.isWithin, edges included), otherwise ask for ceil(metric / target)."""
@@ -305,9 +305,11 @@ def request_scale(now, metric, current, last_active, so, created):
     if current > 0 and so.min_replica_count == 0:
         if (last_active is None and created + so.initial_cooldown_period < now) or \
                 (last_active is not None and last_active + so.cooldown_period < now):
-            since = "never active" if last_active is None else f"inactive for {now - last_active:g} s"
-            return 0, last_active, (f"KEDA: {number(metric)} <= activationTargetQueryValue {number(so.activation)}, {since}, "
-                                    f"cooldownPeriod {so.cooldown_period:g} s")
+            if last_active is None:
+                since = f"never active, initialCooldownPeriod {so.initial_cooldown_period:g} s"
+            else:
+                since = f"inactive for {now - last_active:g} s, cooldownPeriod {so.cooldown_period:g} s"
+            return 0, last_active, f"KEDA: {number(metric)} <= activationTargetQueryValue {number(so.activation)}, {since}"
         return current, last_active, None
     if current < so.min_replica_count:
         return so.min_replica_count, last_active, f"KEDA: below minReplicaCount {so.min_replica_count}"
@@ -453,8 +455,9 @@ class Autoscaler:
     def _explain(self, now, metric, current, proposal, desired):
         """Why the HPA decided what it did, in the terms of the rules above."""
         so = self.so
-        if proposal == current:
-            wants = f"{number(metric)} / ({number(so.target)} x {current}) is within the tolerance: keep {current}"
+        ratio = metric / (so.target * current)
+        if proposal == current and math.ceil(metric / so.target) != current:
+            wants = f"{number(metric)} / ({number(so.target)} x {current}) = {ratio:.2f}, within the tolerance: keep {current}"
         else:
             wants = f"ceil({number(metric)} / {number(so.target)}) = {proposal}"
         if desired == proposal:
@@ -492,6 +495,3 @@ class Clock:
 
     def now(self):
         return (time.monotonic() - self.start) * self.time_scale
-
-    def real_seconds_until(self, emulated):
-        return max(0.0, emulated - self.now()) / self.time_scale

@@ -29,10 +29,11 @@ def draw(path, low, high, title, png=None):
     data = read(path)
     fig, jobs_axis = plt.subplots(figsize=(10, 5), dpi=100)
     consumers_axis = jobs_axis.twinx()
-    jobs_axis.step(data["seconds"], data["jobs"], where="post", color="tab:blue",
-                   label="jobs counted by the trigger's query")
+    # The query's result is a sample at each evaluation; the consumers change at evaluations and stay.
+    jobs_axis.plot(data["seconds"], data["jobs"], color="tab:blue", marker=".", markersize=4,
+                   label="jobs counted by the trigger's query, at each evaluation")
     consumers_axis.step(data["seconds"], data["consumers"], where="post", color="tab:orange",
-                        label="consumer processes alive")
+                        label="consumer processes alive (those finishing a last job included)")
     for value, name in ((low, "min"), (high, "max")):
         consumers_axis.axhline(value, color="tab:orange", linestyle="--", linewidth=1)
         consumers_axis.annotate(f"{name} {value}", xy=(1, value), xycoords=("axes fraction", "data"),

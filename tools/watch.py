@@ -64,6 +64,9 @@ def main():
             hpa = (so.namespace, f"keda-hpa-{so.name}")  # controllers/keda/hpa.go getHPAName
         except keda_emulation.EmulationError:
             pass
+        if hpa and hpa_replicas(*hpa) is None:
+            print(f"(no HPA column: kubectl reaches no HPA {hpa[1]} in namespace {hpa[0]})", flush=True)
+            hpa = None
     try:
         conn = psycopg2.connect(url, connect_timeout=10, application_name="make-watch")
     except psycopg2.Error as error:
@@ -89,7 +92,7 @@ def main():
                 row = (f"{datetime.now():%H:%M:%S}  {max(count - busy, 0):>7}  {busy:>11}  {done:>8}  {rate:>8}  "
                        f"{consumers if consumers else '-':>9}")
                 if hpa:
-                    row += f"  {hpa_replicas(*hpa) or '(no cluster)'}"
+                    row += f"  {hpa_replicas(*hpa) or '-':>19}"
                 print(row, flush=True)
                 time.sleep(args.interval)
     except KeyboardInterrupt:
