@@ -292,3 +292,22 @@ def test_readme_tables_are_the_emulations(path, name, table):
     match = re.search(rf"<!-- {name}[^>]*-->\n(.*?)\n<!-- end of {name} -->", text, re.S)
     assert match, f"{path} has no {name} between its markers"
     assert match.group(1) == table(), "regenerate it:\n" + table()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The committed timelines behind the README's numbers (`make chart`, `make steady`): every decision in them
+# is the emulation's, evaluation by evaluation, for the base ScaledObject they ran with.
+
+@pytest.mark.parametrize("name", ["scaling-burst.csv", "scaling-steady.csv"])
+def test_committed_timelines_follow_the_rules(name):
+    import csv
+    with open(ROOT / "docs" / name, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 30
+    so, replicas = k.scaled_object(".")
+    replay = k.Autoscaler(so, replicas)
+    for row in rows:
+        assert float(row["seconds"]) == replay.next_evaluation()
+        replay.evaluate(float(row["seconds"]), float(row["jobs"]))
+        assert int(row["desired"]) == replay.replicas, row
+        assert int(row["consumers"]) >= int(row["desired"]), row
