@@ -49,7 +49,7 @@ watch: venv
 	$(BIN)/python tools/watch.py
 
 # The README's scaling numbers: the chart of a burst (docs/scaling-burst.png, with its CSV), and the steady
-# state of the article's timings over STEADY_MINUTES. Real time: about 6 minutes, and STEADY_MINUTES.
+# state of the article's timings over STEADY_MINUTES. Real time: about 8 minutes, and STEADY_MINUTES.
 STEADY_MINUTES ?= 60
 chart:
 	$(PREFLIGHT) run

@@ -248,7 +248,7 @@ def main():
         try:
             so, replicas = keda_emulation.scaled_object(args.overlay)
         except keda_emulation.EmulationError as error:
-            print(f"run.py: {error}", file=sys.stderr)
+            print(f"run.py: OVERLAY={args.overlay}: {error}", file=sys.stderr)
             return 2
 
     signals = []
