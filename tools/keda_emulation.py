@@ -178,9 +178,10 @@ def scaled_object(target="."):
     if len(found) != 1:
         raise EmulationError(f"kubectl kustomize {target} renders {len(found)} ScaledObjects, not one")
     ref = found[0]["spec"]["scaleTargetRef"]
-    deployments = [d for d in docs if d["kind"] == ref.get("kind", "Deployment") and d["metadata"]["name"] == ref["name"]]
+    kind = ref.get("kind", "Deployment")
+    deployments = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == ref["name"]]
     if len(deployments) != 1:
-        raise EmulationError(f"kubectl kustomize {target} renders no {ref.get('kind', 'Deployment')} {ref['name']}")
+        raise EmulationError(f"kubectl kustomize {target} renders no {kind} {ref['name']}")
     return from_manifest(found[0]), deployments[0]["spec"].get("replicas", DEPLOYMENT_DEFAULT_REPLICAS)
 
 
@@ -226,7 +227,8 @@ def calculate_scale_up_limit_with_scaling_rules(now, current, up_events, down_ev
         return current
     proposals = []
     for policy in rules.policies:
-        period_start = current - sum(within(up_events, now, policy.period)) + sum(within(down_events, now, policy.period))
+        period_start = current - sum(within(up_events, now, policy.period)) + sum(
+            within(down_events, now, policy.period))
         if policy.type == "Pods":
             proposals.append(period_start + policy.value)
         else:
@@ -242,7 +244,8 @@ def calculate_scale_down_limit_with_behaviors(now, current, up_events, down_even
         return current
     proposals = []
     for policy in rules.policies:
-        period_start = current - sum(within(up_events, now, policy.period)) + sum(within(down_events, now, policy.period))
+        period_start = current - sum(within(up_events, now, policy.period)) + sum(
+            within(down_events, now, policy.period))
         if policy.type == "Pods":
             proposals.append(period_start - policy.value)
         else:
@@ -300,7 +303,8 @@ def request_scale(now, metric, current, last_active, so, created):
     if is_active(metric, so):
         if current == 0:
             replicas = so.min_replica_count if so.min_replica_count > 0 else 1
-            return replicas, now, f"KEDA: {number(metric)} > activationTargetQueryValue {number(so.activation)}, activating"
+            return replicas, now, (f"KEDA: {number(metric)} > activationTargetQueryValue {number(so.activation)}, "
+                                   "activating")
         return current, now, None
     if current > 0 and so.min_replica_count == 0:
         if (last_active is None and created + so.initial_cooldown_period < now) or \
@@ -309,7 +313,8 @@ def request_scale(now, metric, current, last_active, so, created):
                 since = f"never active, initialCooldownPeriod {so.initial_cooldown_period:g} s"
             else:
                 since = f"inactive for {now - last_active:g} s, cooldownPeriod {so.cooldown_period:g} s"
-            return 0, last_active, f"KEDA: {number(metric)} <= activationTargetQueryValue {number(so.activation)}, {since}"
+            return 0, last_active, (f"KEDA: {number(metric)} <= activationTargetQueryValue {number(so.activation)}, "
+                                    f"{since}")
         return current, last_active, None
     if current < so.min_replica_count:
         return so.min_replica_count, last_active, f"KEDA: below minReplicaCount {so.min_replica_count}"
@@ -457,7 +462,8 @@ class Autoscaler:
         so = self.so
         ratio = metric / (so.target * current)
         if proposal == current and math.ceil(metric / so.target) != current:
-            wants = f"{number(metric)} / ({number(so.target)} x {current}) = {ratio:.2f}, within the tolerance: keep {current}"
+            wants = (f"{number(metric)} / ({number(so.target)} x {current}) = {ratio:.2f}, within the tolerance: "
+                     f"keep {current}")
         else:
             wants = f"ceil({number(metric)} / {number(so.target)}) = {proposal}"
         if desired == proposal:
