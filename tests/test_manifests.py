@@ -11,7 +11,6 @@ import base64
 import copy
 import functools
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -22,7 +21,8 @@ import psycopg2
 import pytest
 import yaml
 
-import localpg  # tools/, put on the path by conftest.py
+import keda_emulation  # tools/, put on the path by conftest.py
+import localpg
 from conftest import load_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,10 +51,6 @@ POSTGRESQL_TRIGGER_KEYS = {
 }
 # The same struct's names whose order includes authParams: what a TriggerAuthentication may set.
 POSTGRESQL_AUTH_PARAMS = {"connection", "host", "port", "userName", "dbName", "sslmode", "password"}
-
-# KEDA's defaults when a ScaledObject leaves these out (keda-docs, concepts/scaling-deployments).
-KEDA_DEFAULT_MIN_REPLICAS = 0
-KEDA_DEFAULT_MAX_REPLICAS = 100
 
 # The loops' UID and GID, from their Dockerfiles; the postgres image's own postgres user is 999:999.
 POSTGRES_IMAGE_UID = 999
@@ -184,22 +180,14 @@ def trigger_auth_errors(trigger_auth):
             if ref["parameter"] not in POSTGRESQL_AUTH_PARAMS]
 
 
-def hpa_replicas(scaled_object, count):
-    """The consumers KEDA and its HPA settle on for `count` rows, from the ScaledObject's own fields.
-
-    The HPA asks for ceil(metric / target) replicas (the metric's type is AverageValue), bounded by min and max;
-    with minReplicaCount 0, KEDA itself scales to 0 while the count is at or below the activation threshold, and
-    to at least 1 above it. (The HPA's 10% tolerance and its stabilization only delay reaching this number.)
-    """
-    spec = scaled_object["spec"]
-    (trigger,) = spec["triggers"]
-    target = float(trigger["metadata"]["targetQueryValue"])
-    activation = float(trigger["metadata"].get("activationTargetQueryValue", "0"))
-    low = spec.get("minReplicaCount", KEDA_DEFAULT_MIN_REPLICAS)
-    high = spec.get("maxReplicaCount", KEDA_DEFAULT_MAX_REPLICAS)
-    if low == 0 and not count > activation:
-        return 0
-    return min(max(math.ceil(count / target), low, 1), high)
+def settled_replicas(scaled_object, count):
+    """The consumers KEDA and its HPA settle on while the trigger's query returns `count`, from a Deployment
+    just created: the emulation (tools/keda_emulation.py) run for 40 evaluations, longer than any window."""
+    autoscaler = keda_emulation.Autoscaler(keda_emulation.from_manifest(scaled_object),
+                                           keda_emulation.DEPLOYMENT_DEFAULT_REPLICAS)
+    for _ in range(40):
+        autoscaler.evaluate(autoscaler.next_evaluation(), count)
+    return autoscaler.replicas
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -635,7 +623,7 @@ def test_hpa_replicas_for_queue_lengths(db_url):
                 cur.execute(query)
                 (count,) = cur.fetchone()
             assert count == length
-            replicas = {v: hpa_replicas(so, count) for v, so in scaled_objects.items()}
+            replicas = {v: settled_replicas(so, count) for v, so in scaled_objects.items()}
             assert replicas == EXPECTED_REPLICAS[length], f"{length} jobs"
     finally:
         conn.close()
@@ -696,6 +684,7 @@ def checkov_kubernetes(tmp_path_factory):
         assert result.returncode == 0, result.stderr
         (folder / f"{variant}.yaml").write_text(result.stdout)
     (folder / "control.yaml").write_text(WEAK_DEPLOYMENT)
+    shutil.copy(BURST_JOB, folder / "burst-job.yaml")  # kept out of the base, scanned all the same
     result = subprocess.run([str(CHECKOV), "-d", str(folder), "--framework", "kubernetes", "--skip-download",
                              "--compact", "-o", "json"], capture_output=True, text=True, timeout=600)
     report = json.loads(result.stdout)
@@ -726,6 +715,72 @@ def test_checkov_kubernetes_reports_no_failed_check(checkov_kubernetes):
     # The same checks are skipped in both variants: the component adds no exception of its own.
     assert sorted((c["check_id"], c["resource"]) for c in skipped["base"]) == \
         sorted((c["check_id"], c["resource"]) for c in skipped["scale-to-zero"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tools/burst-job.yaml: a burst for the cluster, `kubectl create -f`, kept out of the base.
+
+BURST_JOB = ROOT / "tools" / "burst-job.yaml"
+
+
+def burst_job():
+    (job,) = yaml.safe_load_all(BURST_JOB.read_text())
+    return job
+
+
+def test_burst_job_is_not_in_the_base():
+    for variant in VARIANTS:
+        assert not [d for d in objects(variant) if d["kind"] == "Job"]
+
+
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
+def test_burst_job_passes_kubernetes_validate_strict(version):
+    job = burst_job()
+    job["metadata"]["name"] = "job-burst-x"  # what generateName gives it; the schema wants a name
+    assert kubernetes_errors(job, version) == []
+
+
+def test_burst_job_runs_the_pusher_as_its_deployment_does():
+    job, docs = burst_job(), objects("base")
+    assert job["apiVersion"] == "batch/v1" and job["metadata"]["namespace"] == NAMESPACE
+    assert job["spec"]["backoffLimit"] == 0  # a pusher restarted would push PUSH_COUNT more
+    template, pusher = job["spec"]["template"], one(docs, "Deployment", "job-pusher")["spec"]["template"]
+    (container,), (deployed,) = containers(template), containers(pusher)
+    assert container["image"] == deployed["image"]  # the tag k8s/kustomization.yaml sets, written out
+    assert container["imagePullPolicy"] == deployed["imagePullPolicy"]
+    # Hardened exactly like the pusher's pod.
+    for key in ("securityContext", "automountServiceAccountToken", "enableServiceLinks"):
+        assert template["spec"][key] == pusher["spec"][key], key
+    for key in ("securityContext", "resources"):
+        assert container[key] == deployed[key], key
+    assert template["spec"]["restartPolicy"] == "Never"
+    # It reads the connection string from the key the Deployment reads, and that key exists.
+    assert env(container)["DATABASE_URL"] == env(deployed)["DATABASE_URL"]
+    ref = env(container)["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == SECRET and ref["key"] in secret_data(docs)
+    # The pusher accepts its settings: no pause, and a count.
+    settings = {name: value["value"] for name, value in env(container).items() if "value" in value}
+    url, low, high, count = load_loop("pusher").read_config({**settings, "DATABASE_URL": "postgresql://x@y/z"})
+    assert (low, high) == (0, 0) and count == 200
+
+
+def test_burst_job_is_let_through_to_postgres():
+    template = burst_job()["spec"]["template"]
+    policy = one(objects("base"), "NetworkPolicy", "postgres")["spec"]
+    (rule,) = policy["ingress"]
+    # Same namespace, so a bare podSelector peer applies to it.
+    assert any(set(peer) == {"podSelector"} and matches(peer["podSelector"], template["metadata"]["labels"])
+               for peer in rule["from"])
+
+
+def test_checkov_reports_no_failed_check_on_the_burst_job(checkov_kubernetes):
+    results = checkov_kubernetes["results"]
+    files = {k: [c for c in results[k] if Path(c["file_path"]).stem == "burst-job"]
+             for k in ("failed_checks", "passed_checks", "skipped_checks")}
+    assert [f"{c['check_id']}: {c['check_name']}" for c in files["failed_checks"]] == []
+    assert files["passed_checks"], "checkov did not scan tools/burst-job.yaml"
+    for check in files["skipped_checks"]:
+        assert len(check["check_result"].get("suppress_comment") or "") > 20, check["check_id"]
 
 
 # ---------------------------------------------------------------------------------------------------------
