@@ -66,3 +66,14 @@ compose-check: venv
 
 pods: venv
 	$(BIN)/python tests/docker/pods.py
+
+# Not part of `make test`: each bug of tests/mutants.yaml planted in a copy of the project, one at a time, and
+# the tests that should catch it run against it; prints KILLED or SURVIVED for each, and the score.
+# One or a few: make mutate MUTANT=pusher-event-stop. The whole suite against each: make mutate MUTATE_ARGS=--full
+.PHONY: mutate
+MUTANT ?=
+MUTATE_ARGS ?=
+mutate:
+	$(PREFLIGHT) test
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python tests/mutate.py $(MUTATE_ARGS) $(MUTANT)
