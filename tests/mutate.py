@@ -171,6 +171,8 @@ def main():
         if not args.no_baseline:
             # The same tests on the unmutated copy must pass, or a failure below would prove nothing.
             selection = ["tests"] if args.full else list(dict.fromkeys(t for m in chosen for t in m["tests"]))
+            # A node id inside a file that is selected whole would run twice.
+            selection = [t for t in selection if "::" not in t or t.split("::")[0] not in selection]
             print(f"Baseline: {' '.join(selection)}, unmutated ...", flush=True)
             t0 = time.monotonic()
             code, output = run_tests(pristine, selection, tmp / "baseline.log")

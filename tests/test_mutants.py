@@ -39,3 +39,12 @@ def test_every_mutant_still_applies_and_names_tests_that_exist():
 def test_the_harness_counts_only_a_failing_test_as_a_kill(code, output, expected):
     result = mutate.verdict(code, output)
     assert result[:len(expected)] == expected
+
+
+def test_a_mutant_whose_text_is_not_there_exactly_once_is_stale(tmp_path):
+    (tmp_path / "loop.py").write_text("wait()\nwait()\nstop()\n")
+    mutant = {"id": "m", "file": "loop.py", "replace": "pass()"}
+    assert mutate.mutated({**mutant, "find": "stop()"}, tmp_path) == "wait()\nwait()\npass()\n"
+    for find in ("wait()", "sleep()"):
+        with pytest.raises(mutate.Stale):
+            mutate.mutated({**mutant, "find": find}, tmp_path)
