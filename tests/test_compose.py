@@ -207,3 +207,24 @@ def test_duration(text, seconds):
 def test_duration_rejects(text):
     with pytest.raises(ValueError):
         duration(text)
+
+
+@pytest.mark.parametrize("name", ["pusher", "consumer"])
+def test_compose_runs_the_loops_with_the_settings_the_deployments_give_them(services, name):
+    from test_manifests import containers, env, objects, one
+    (container,) = containers(one(objects("base"), "Deployment", f"job-{name}")["spec"]["template"])
+    in_cluster = {k: v["value"] for k, v in env(container).items() if "value" in v}
+    in_compose = {k: v for k, v in services[name]["environment"].items() if k != "DATABASE_URL"}
+    # As the loop itself reads them, defaults included: the same system, whichever way it is run.
+    read = load_loop(name).read_config
+    same = {"DATABASE_URL": "dbname=x", "HOSTNAME": "x"}
+    assert read({**in_compose, **same}) == read({**in_cluster, **same})
+
+
+def test_a_crash_is_restarted_but_not_a_pusher_that_reached_push_count(services):
+    # As Kubernetes restarts a crashed pod, compose restarts a crashed service...
+    for name, service in services.items():
+        assert service.get("restart", "no") != "no", f"{name} would stay down after a crash"
+    # ...but `always` or `unless-stopped` would also restart a pusher that exited 0 after PUSH_COUNT jobs:
+    # PUSH_COUNT more, and again, for ever.
+    assert re.fullmatch(r"on-failure(:\d+)?", services["pusher"]["restart"])

@@ -135,3 +135,11 @@ def test_dockerignore_sends_only_what_is_copied(service):
         return keep
 
     assert [name for name in candidates if sent(name)] == ["requirements.txt", f"{service}.py"]
+
+
+def test_the_images_install_the_psycopg2_the_tests_run():
+    from importlib.metadata import version
+    for service in SERVICES:
+        lines = [line.split("#")[0].strip() for line in (ROOT / service / "requirements.txt").read_text().splitlines()]
+        # The loops' one runtime dependency, pinned to the version every test here ran against.
+        assert [line for line in lines if line] == [f"psycopg2-binary=={version('psycopg2-binary')}"], service

@@ -825,3 +825,167 @@ def test_local_overlay_replaces_the_credentials(tmp_path, variant, base):
     original = objects(variant)
     one(original, "Secret")["data"] = one(docs, "Secret")["data"]
     assert docs == original
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Values checked against the reasons they were chosen for, not against their current numbers.
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_consumer_stopped_mid_job_has_time_to_finish_it_before_sigkill(variant):
+    from test_compose import STOP_MARGIN  # the time a stop needs beyond the job: the one value for both
+    template = one(objects(variant), "Deployment", "job-consumer")["spec"]["template"]
+    (consumer,) = containers(template)
+    longest_job = float(env(consumer)["PROCESS_TIME_MAX"]["value"])
+    grace = template["spec"].get("terminationGracePeriodSeconds", 30)  # Kubernetes' default
+    assert grace >= longest_job + STOP_MARGIN
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_number_of_consumers_is_left_to_keda(variant):
+    # Kubernetes' HPA documentation ("Migrating Deployments and StatefulSets to horizontal autoscaling"): with
+    # spec.replicas in the manifest, every `kubectl apply` scales the Deployment back to that number.
+    assert "replicas" not in one(objects(variant), "Deployment", "job-consumer")["spec"]
+
+
+def test_one_database_server_and_one_pusher():
+    docs = objects("base")
+    statefulset = one(docs, "StatefulSet", "postgres")
+    # Each replica would get a volume claim, and so a database, of its own, and the Service would send each
+    # client to any of them: a job pushed to one would never reach a consumer connected to another.
+    assert statefulset["spec"].get("replicas", 1) == 1
+    assert one(docs, "Service", statefulset["spec"]["serviceName"])  # the governing Service the pod is named under
+    # The article's pace, one job every 1 to 3 seconds, is one pusher's.
+    assert one(docs, "Deployment", "job-pusher")["spec"].get("replicas", 1) == 1
+
+
+def test_the_database_probes_ask_over_tcp_for_the_role_and_database_the_secret_creates():
+    import shlex
+    from test_compose import expand, option
+    docs = objects("base")
+    data = secret_data(docs)
+    (postgres,) = containers(one(docs, "StatefulSet", "postgres")["spec"]["template"])
+    variables = {name: data[v["valueFrom"]["secretKeyRef"]["key"]] for name, v in env(postgres).items()
+                 if "secretKeyRef" in v.get("valueFrom", {})}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = postgres[probe]["exec"]["command"]
+        assert command[:2] == ["sh", "-c"] and len(command) == 3, probe
+        words = [w for w in shlex.split(command[2]) if w != "exec"]
+        assert words[0] == "pg_isready", probe
+        # pg_isready's defaults are the OS user's name, postgres, a role the image does not create here: every
+        # probe would make the server log a FATAL line.
+        assert expand(option(words, "-U", "--username") or "", variables) == data["POSTGRES_USER"], probe
+        assert expand(option(words, "-d", "--dbname") or "", variables) == data["POSTGRES_DB"], probe
+        # On its first start the image runs initdb and init.sql on a server that listens on its socket only.
+        host = option(words, "-h", "--host")
+        assert host and not host.startswith("/"), f"{probe} must ask over TCP, as the clients connect"
+
+
+def test_the_database_may_recover_from_a_crash_before_the_liveness_probe_takes_over():
+    (postgres,) = containers(one(objects("base"), "StatefulSet", "postgres")["spec"]["template"])
+    # After a crash the server replays the WAL written since its last checkpoint before it accepts a connection;
+    # checkpoints come every checkpoint_timeout (PostgreSQL's default 5min, runtime-config-wal), and a busy
+    # server can write that much WAL again in that time.
+    checkpoint = postgres_seconds(dict(localpg.server_settings()).get("checkpoint_timeout", "5min"))
+    probe = postgres["startupProbe"]
+    assert probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3) >= checkpoint
+
+
+def test_the_namespace_refuses_pods_that_are_not_hardened():
+    # Pod Security Admission's restricted level requires what test_every_container_is_hardened checks (non-root,
+    # no privilege escalation, all capabilities dropped, RuntimeDefault seccomp): a later edit that weakens a pod
+    # is then refused by the cluster, not merely reported here.
+    labels = one(objects("base"), "Namespace", NAMESPACE)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def admitted(policy, namespace_labels, pod_labels, port):
+    """An emulation of NetworkPolicy ingress: may a pod with these labels, in a namespace with these, connect to
+    `port` of the pods the policy selects? Kubernetes' rules (NetworkPolicyPeer, networking.k8s.io/v1): a peer
+    with a podSelector only selects pods of the policy's own namespace, with a namespaceSelector only every pod of
+    the namespaces it selects, with both the pods that match both; a rule without `from` admits every source, a
+    rule without `ports` every port."""
+    for rule in policy["spec"].get("ingress", []):
+        if "ports" in rule and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port
+                                       for p in rule["ports"]):
+            continue
+        if "from" not in rule:
+            return True
+        for peer in rule["from"]:
+            if "ipBlock" in peer:
+                continue
+            if "namespaceSelector" in peer:
+                in_namespace = matches(peer["namespaceSelector"], namespace_labels)
+            else:
+                in_namespace = namespace_labels.get("kubernetes.io/metadata.name") == policy["metadata"]["namespace"]
+            if in_namespace and matches(peer.get("podSelector", {}), pod_labels):
+                return True
+    return False
+
+
+def namespace(name):
+    # Kubernetes labels every namespace with its own name (kubernetes.io/metadata.name, since 1.21).
+    return {"kubernetes.io/metadata.name": name}
+
+
+def hand_policy(*peers, ports=None):
+    rule = {"from": list(peers)} if peers else {}
+    if ports:
+        rule["ports"] = [{"protocol": "TCP", "port": p} for p in ports]
+    return {"metadata": {"namespace": "here"}, "spec": {"ingress": [rule]}}
+
+
+BOTH = {"namespaceSelector": {"matchLabels": namespace("there")}, "podSelector": {"matchLabels": {"a": "1"}}}
+
+
+@pytest.mark.parametrize("policy, namespace_name, labels, port, expected", [
+    (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "here", {"a": "1"}, 5432, True),
+    (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "there", {"a": "1"}, 5432, False),
+    (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "here", {"a": "2"}, 5432, False),
+    (hand_policy({"namespaceSelector": {"matchLabels": namespace("there")}}), "there", {"any": "pod"}, 5432, True),
+    (hand_policy({"namespaceSelector": {"matchLabels": namespace("there")}}), "here", {"any": "pod"}, 5432, False),
+    (hand_policy(BOTH), "there", {"a": "1"}, 5432, True),
+    (hand_policy(BOTH), "there", {"a": "2"}, 5432, False),
+    (hand_policy(BOTH), "here", {"a": "1"}, 5432, False),
+    (hand_policy({"namespaceSelector": {}}), "anywhere", {}, 5432, True),
+    (hand_policy(), "anywhere", {}, 5432, True),
+    (hand_policy({"podSelector": {}}, ports=[5432]), "here", {}, 5433, False),
+    (hand_policy({"podSelector": {}}, ports=[5432]), "here", {}, 5432, True),
+])
+def test_the_network_policy_emulation(policy, namespace_name, labels, port, expected):
+    assert admitted(policy, namespace(namespace_name), labels, port) is expected
+
+
+# The labels of KEDA's pods as its two installs give them: the release manifests (kedacore/keda,
+# config/manager/manager.yaml: `app` and `name` on the operator's pods) and the Helm chart (kedacore/charts,
+# keda/templates/manager/deployment.yaml, with _helpers.tpl's keda.labels, which mark every KEDA pod as
+# part-of keda-operator).
+HELM_LABELS = {"app.kubernetes.io/component": "operator", "app.kubernetes.io/managed-by": "Helm",
+               "app.kubernetes.io/instance": "keda", "app.kubernetes.io/part-of": "keda-operator"}
+KEDA_PODS = {
+    "operator, release manifests": ({"app": "keda-operator", "name": "keda-operator"}, True),
+    "operator, Helm chart": ({"app": "keda-operator", "name": "keda-operator",
+                              "app.kubernetes.io/name": "keda-operator", **HELM_LABELS}, True),
+    "metrics API server, Helm chart": ({"app": "keda-operator-metrics-apiserver",
+                                        "app.kubernetes.io/name": "keda-operator-metrics-apiserver", **HELM_LABELS},
+                                       False),
+    "admission webhooks, Helm chart": ({"app": "keda-admission-webhooks",
+                                        "app.kubernetes.io/name": "keda-admission-webhooks", **HELM_LABELS}, False),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_database_admits_the_loops_and_kedas_operator_as_keda_installs_it_and_no_one_else(variant):
+    docs = objects(variant)
+    policy = one(docs, "NetworkPolicy", "postgres")
+    (postgres,) = containers(one(docs, "StatefulSet", "postgres")["spec"]["template"])
+    port = postgres["ports"][0]["containerPort"]
+    templates = {w["metadata"]["name"]: t["metadata"]["labels"] for w, t in pod_templates(docs)}
+
+    for name in ("job-pusher", "job-consumer"):
+        assert admitted(policy, namespace(NAMESPACE), templates[name], port), name
+        assert not admitted(policy, namespace("default"), templates[name], port), f"{name} in another namespace"
+    for what, (labels, expected) in KEDA_PODS.items():
+        assert admitted(policy, namespace("keda"), labels, port) is expected, what
+        assert not admitted(policy, namespace("default"), labels, port), f"{what} outside namespace keda"
+        assert not admitted(policy, namespace(NAMESPACE), labels, port), f"{what} in {NAMESPACE}"
+    assert not admitted(policy, namespace(NAMESPACE), {"app.kubernetes.io/name": "debug"}, port), "any other pod"
