@@ -19,3 +19,25 @@ CREATE TABLE IF NOT EXISTS done_jobs (
     id           integer     PRIMARY KEY,
     completed_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Wakes idle consumers: every statement that inserts jobs notifies the channel `jobs`, which each
+-- consumer LISTENs on, so a job from anywhere (the pusher, psql, a bulk load) is picked up at once. The
+-- notification is sent when the inserting transaction commits, never for one that rolls back.
+-- One per statement, not one per row: a notification wakes every listening consumer, and a consumer
+-- keeps claiming until the queue is empty, so one is enough however many rows the statement inserts,
+-- and a bulk INSERT ... SELECT of a million rows pays for one notification, not a million.
+-- (PostgreSQL would fold identical notifications within one transaction anyway, but only after a
+-- row-level trigger had queued and compared each of them.) The payload is empty: consumers take the
+-- oldest job, not the one announced.
+CREATE OR REPLACE FUNCTION jobs_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('jobs', '');
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER jobs_notify
+    AFTER INSERT ON jobs
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION jobs_notify();
