@@ -115,6 +115,11 @@ def test_the_schema_is_safe_to_apply_twice(db_url, db):
     assert db("SELECT payload FROM jobs") == [("kept",)]
 
 
+def test_the_queue_is_due_for_a_vacuum_after_a_thousand_dead_rows_whatever_its_length(db):
+    [(options,)] = db("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+    assert sorted(options) == ["autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=1000"]
+
+
 def test_the_claim_is_served_by_the_created_at_index(db_url, db):
     db("INSERT INTO jobs (payload) SELECT 'p' || g FROM generate_series(1, 5000) g")
     db("ANALYZE jobs")
