@@ -382,7 +382,7 @@ def main():
         (f"Idle load, 4 consumers, {args.idle_seconds} s", f"{idle:.3f} transactions/s per consumer",
          "<= 0.1", idle <= 0.1),
         (f"Drain {args.backlog:,} jobs, 4 consumers",
-         f"last tenth {tenths[-1] / tenths[0]:.2f} of the first ({tenths[-1]:.0f}/s, {tenths[0]:.0f}/s), "
+         f"last tenth {tenths[-1] / tenths[0]:.2f} of the first ({tenths[-1]:.0f}/s against {tenths[0]:.0f}/s), "
          f"slowest {min(tenths) / tenths[0]:.2f}; {drain_seconds:.0f} s", ">= 0.8", tenths[-1] / tenths[0] >= 0.8),
         *((f"KEDA's query, {n:,} jobs",
            f"{query_ms[n]:.1f} ms; {asked * 15:.0f} times per 15 s: {query_ms[n] / 1000 * asked:.2%} of a CPU",
