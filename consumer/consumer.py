@@ -59,6 +59,11 @@ TIMEOUT_SQL = "SELECT setting::float / 1000 FROM pg_settings WHERE name = 'idle_
 
 RETRY_WAIT = 2.0  # seconds between two attempts to reach the database
 CONNECT_TIMEOUT = 10  # seconds; a host that drops packets would otherwise block a connect for minutes
+# The bounds the server puts on its clients (db/server-settings.conf), put by the consumer on the server:
+# a connection that dies without a word (the server's node gone, a NAT that forgot it) fails after about
+# a minute, while the consumer sleeps or waits for an answer, instead of after the kernel's hours.
+KEEPALIVES = {"keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,  # seconds, seconds, probes
+              "tcp_user_timeout": 60_000}  # milliseconds
 
 
 class ConfigError(Exception):
@@ -160,7 +165,7 @@ def connect(url, name, high, stop):
     while not stop.is_set():
         conn = None
         try:
-            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
+            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVES)
             # Each message is then sent as it is: the claim's and the record's begin and end the transaction.
             conn.autocommit = True
             # psycopg2 appends each notification it reads to conn.notifies, a list that would grow for as

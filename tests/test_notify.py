@@ -12,6 +12,7 @@ import socket
 import threading
 
 import psycopg2
+import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from conftest import load_loop, wait_until
@@ -187,3 +188,22 @@ def test_a_consumer_whose_connection_died_silently_finds_out_at_the_poll_and_rec
     finally:
         proxy.close()
     assert db("SELECT id FROM done_jobs") == [(job_id,)]
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's")
+def test_a_connection_that_dies_without_a_word_fails_within_about_a_minute(db_url):
+    # A server that vanishes, or a NAT that forgets the connection, sends nothing at all: no test proxy can
+    # play that, so this checks the bounds the kernel applies to the consumer's socket.
+    conn = consumer.connect(db_url, "t", 0, consumer.StopRequest())
+    sock = socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        silent = (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                  + sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+                  * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+        assert silent <= 60, "an idle consumer would wait out the kernel's two hours on a dead connection"
+        assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) <= 60_000, \
+            "a claim sent into a dead connection would wait for its answer for many minutes"
+    finally:
+        sock.close()
+        conn.close()
