@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import localpg
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import localpg  # noqa: E402
 CONNECTIONS_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
 ERRORS = re.compile(r"Traceback|Error|Lost the database connection|Cannot connect|did not land")
 

@@ -3,17 +3,21 @@
 The claim, the work and the record are one transaction. If the consumer dies mid-job the transaction
 rolls back and the job is queued again, so a job is recorded exactly once (its work may run twice).
 
+When the queue is empty the consumer sleeps until the database notifies it of a new job (LISTEN; the
+trigger in db/init.sql notifies on every insert) or, failing that, until POLL_INTERVAL has passed.
+
 Configuration comes from the environment:
   DATABASE_URL      a libpq connection string, URI or key=value (required)
   PROCESS_TIME_MIN  shortest simulated work, in seconds (default 2)
   PROCESS_TIME_MAX  longest simulated work, in seconds (default 10)
+  POLL_INTERVAL     longest sleep on an empty queue with no notification, in seconds (default 30)
   HOSTNAME          the name in each log line (Kubernetes sets it to the pod's name)
 
 SIGTERM or SIGINT: finish the job in hand, commit it, exit 0. A second signal exits at once; the job
 in hand then rolls back and stays queued.
 """
 
-import logging
+import collections
 import math
 import os
 import random
@@ -37,15 +41,29 @@ CLAIM_SQL = """
     )
     RETURNING id, payload
 """
-RECORD_SQL = "INSERT INTO done_jobs (id) VALUES (%s)"
+RECORD_SQL = "INSERT INTO done_jobs (id) VALUES ($1)"
+# Prepared once per connection, so that the server parses and plans them once, not for every job: that
+# was a third of the server's time per job (README, Performance).
+PREPARE_SQL = f"PREPARE claim AS {CLAIM_SQL}; PREPARE record (integer) AS {RECORD_SQL}"
+# A job takes two round trips: the claim's message opens its transaction, the record's closes it.
+# (psycopg2 would send BEGIN and COMMIT as round trips of their own; in autocommit mode it sends each
+# message as it is.)
+CLAIM_MESSAGE = "BEGIN; EXECUTE claim"
+RECORD_MESSAGE = "EXECUTE record (%s); COMMIT"
+EMPTY_SQL = "ROLLBACK"  # ends the transaction of a claim that found nothing
+# db/init.sql's trigger notifies this channel whenever jobs are inserted.
+CHANNEL = "jobs"
+LISTEN_SQL = f"LISTEN {CHANNEL}"
 # A consumer at work is "idle in transaction" to the server, which ends such a session after this long.
 TIMEOUT_SQL = "SELECT setting::float / 1000 FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
 
-IDLE_WAIT = 1.0  # seconds between two looks at an empty queue
 RETRY_WAIT = 2.0  # seconds between two attempts to reach the database
 CONNECT_TIMEOUT = 10  # seconds; a host that drops packets would otherwise block a connect for minutes
-
-log = logging.getLogger("consumer")
+# The bounds the server puts on its clients (db/server-settings.conf), put by the consumer on the server:
+# a connection that dies without a word (the server's node gone, a NAT that forgot it) fails after about
+# a minute, while the consumer sleeps or waits for an answer, instead of after the kernel's hours.
+KEEPALIVES = {"keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,  # seconds, seconds, probes
+              "tcp_user_timeout": 60_000}  # milliseconds
 
 
 class ConfigError(Exception):
@@ -83,8 +101,20 @@ def read_config(env):
     high = seconds(env, "PROCESS_TIME_MAX", 10.0)
     if low > high:
         raise ConfigError(f"PROCESS_TIME_MIN ({low:g}) is above PROCESS_TIME_MAX ({high:g})")
+    poll = seconds(env, "POLL_INTERVAL", 30.0)
+    if poll == 0:
+        raise ConfigError("POLL_INTERVAL must be above 0: 0 would ask the server without a pause")
     name = env.get("HOSTNAME") or socket.gethostname()
-    return url, low, high, name
+    return url, low, high, poll, name
+
+
+def say(name, line):
+    """One line of output, prefixed with the consumer's name.
+
+    print, not the logging module: at thousands of jobs a second, logging's bookkeeping for the two lines
+    of each job took more of the consumer's time than the claim itself (README, Performance).
+    """
+    print(f"[{name}] {line}", flush=True)
 
 
 def reason(error):
@@ -111,8 +141,9 @@ class StopRequest:
     def is_set(self):
         return self._set
 
-    def wait(self, seconds):
-        select.select([self._read], [], [], seconds)
+    def wait(self, seconds, *others):
+        """Also returns as soon as one of `others` (anything with a fileno()) has something to read."""
+        select.select([self._read, *others], [], [], seconds)
         return self._set
 
 
@@ -132,50 +163,80 @@ def stop_on_signals():
 
 def connect(url, name, high, stop):
     while not stop.is_set():
+        conn = None
         try:
-            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
-            with conn, conn.cursor() as cur:
+            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVES)
+            # Each message is then sent as it is: the claim's and the record's begin and end the transaction.
+            conn.autocommit = True
+            # psycopg2 appends each notification it reads to conn.notifies, a list that would grow for as
+            # long as the consumer stays busy. Whether one came matters, not which: keep only the latest.
+            conn.notifies = collections.deque(maxlen=1)
+            with conn.cursor() as cur:
                 cur.execute(TIMEOUT_SQL)
                 timeout = cur.fetchone()[0]
+                cur.execute(PREPARE_SQL)
+                cur.execute(LISTEN_SQL)
         except psycopg2.Error as error:
-            log.warning("[%s] Cannot connect to the database (%s); retrying in %gs", name, reason(error), RETRY_WAIT)
+            if conn is not None:
+                conn.close()
+            if isinstance(error, psycopg2.errors.UndefinedTable):
+                say(name, f"{reason(error)}: has db/init.sql been applied? Retrying in {RETRY_WAIT:g}s")
+            else:
+                say(name, f"Cannot connect to the database ({reason(error)}); retrying in {RETRY_WAIT:g}s")
             stop.wait(RETRY_WAIT)
         else:
-            log.info("[%s] Connected to the database; waiting for jobs", name)
+            say(name, "Connected to the database; waiting for jobs")
             if 0 < timeout <= high:
-                log.warning("[%s] PROCESS_TIME_MAX (%gs) is not below the server's idle_in_transaction_session_timeout "
-                            "(%gs): a longer job will be cut off and done again", name, high, timeout)
+                say(name, f"PROCESS_TIME_MAX ({high:g}s) is not below the server's idle_in_transaction_session_timeout "
+                          f"({timeout:g}s): a longer job will be cut off and done again")
             return conn
     return None
 
 
 def work_one(conn, low, high, name, stop):
-    """Claim, work on and record one job. Returns False when the queue is empty."""
-    with conn:  # commits when the block ends, rolls back if it raises
-        with conn.cursor() as cur:
-            cur.execute(CLAIM_SQL)
-            job = cur.fetchone()
-            if job is None:
-                return False
-            job_id, payload = job
-            log.info("[%s] Processing job %s: %s", name, job_id, payload)
-            process_time = random.uniform(low, high)
-            started = time.monotonic()
-            if stop.wait(process_time):
-                log.info("[%s] Stop requested: finishing job %s first", name, job_id)
-                time.sleep(max(0.0, started + process_time - time.monotonic()))
-            cur.execute(RECORD_SQL, (job_id,))
-    log.info("[%s] Completed job %s in %.2fs", name, job_id, process_time)
+    """Claim, work on and record one job. Returns False when the queue is empty.
+
+    If anything here raises, the transaction is left open: the caller closes the connection, and the
+    server rolls the claim back.
+    """
+    with conn.cursor() as cur:
+        cur.execute(CLAIM_MESSAGE)
+        job = cur.fetchone()
+        if job is None:
+            cur.execute(EMPTY_SQL)
+            return False
+        job_id, payload = job
+        say(name, f"Processing job {job_id}: {payload}")
+        process_time = random.uniform(low, high)
+        started = time.monotonic()
+        if stop.wait(process_time):
+            say(name, f"Stop requested: finishing job {job_id} first")
+            time.sleep(max(0.0, started + process_time - time.monotonic()))
+        cur.execute(RECORD_MESSAGE, (job_id,))
+    say(name, f"Completed job {job_id} in {process_time:.2f}s")
     return True
+
+
+def wait_for_jobs(conn, poll, stop):
+    """Sleep until a notification comes, a stop is requested, or `poll` seconds pass.
+
+    The notification of a job inserted while this consumer was busy arrived with an earlier answer and
+    is already in conn.notifies: then there is no sleep at all. The poll is the fallback for jobs no
+    notification announces: one whose claim was rolled back, one inserted while the connection was
+    silently lost (the next claim finds out and reconnects), one behind a proxy that drops notifications.
+    """
+    if not conn.notifies:
+        stop.wait(poll, conn)
+        conn.poll()  # reads what came: a notification, or the error of a connection the server closed
+    conn.notifies.clear()
 
 
 def main():
     try:
-        url, low, high, name = read_config(os.environ)
+        url, low, high, poll, name = read_config(os.environ)
     except ConfigError as error:
         print(f"consumer: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     stop = stop_on_signals()
 
     conn = None
@@ -186,21 +247,21 @@ def main():
                 break
         try:
             if not work_one(conn, low, high, name, stop):
-                stop.wait(IDLE_WAIT)
-        except psycopg2.errors.UndefinedTable as error:
-            log.warning("[%s] %s: has db/init.sql been applied? Retrying in %gs", name, reason(error), RETRY_WAIT)
-            stop.wait(RETRY_WAIT)
+                wait_for_jobs(conn, poll, stop)
         except psycopg2.Error as error:
-            # Whatever failed, the claim was not committed: it rolls back (on the server, if the connection
-            # died) and the job is queued again. A new connection is the one state known to be clean.
-            what = "Lost the database connection" if conn.closed else "Database error"
-            log.warning("[%s] %s (%s); reconnecting in %gs", name, what, reason(error), RETRY_WAIT)
+            # Whatever failed, the claim was not committed: closing the connection rolls it back on the
+            # server and the job is queued again. A new connection is the one state known to be clean.
+            if isinstance(error, psycopg2.errors.UndefinedTable):
+                say(name, f"{reason(error)}: has db/init.sql been applied? Retrying in {RETRY_WAIT:g}s")
+            else:
+                what = "Lost the database connection" if conn.closed else "Database error"
+                say(name, f"{what} ({reason(error)}); reconnecting in {RETRY_WAIT:g}s")
             conn.close()
             conn = None
             stop.wait(RETRY_WAIT)
     if conn is not None:
         conn.close()
-    log.info("[%s] Stopped", name)
+    say(name, "Stopped")
     return 0
 
 

@@ -186,7 +186,7 @@ def test_the_loops_accept_their_environment(services, name):
 
 def test_a_stopping_consumer_has_time_to_finish_its_job(services):
     consumer = services["consumer"]
-    _, _, process_time_max, _ = load_loop("consumer").read_config(consumer["environment"])
+    _, _, process_time_max, _, _ = load_loop("consumer").read_config(consumer["environment"])
     grace = duration(consumer.get("stop_grace_period", "10s"))  # compose's default is 10 s
     assert grace >= process_time_max + STOP_MARGIN, (
         f"stop_grace_period {grace:g}s leaves no margin over PROCESS_TIME_MAX {process_time_max:g}s")

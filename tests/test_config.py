@@ -7,7 +7,7 @@ import signal
 import psycopg2
 import pytest
 
-from conftest import ROOT, wait_until
+from conftest import ROOT, load_loop, wait_until
 
 LOOPS = ["pusher", "consumer"]
 # A port nothing listens on: a loop that accepted its configuration would retry here instead of exiting.
@@ -34,6 +34,8 @@ def bad_cases():
         yield loop, {"DATABASE_URL": NOWHERE, high: "0.5"}, low  # the default MIN is above this MAX
     for value in BAD_COUNTS:
         yield "pusher", {"DATABASE_URL": NOWHERE, "PUSH_COUNT": value}, "PUSH_COUNT"
+    for value in BAD_SECONDS + ["0"]:  # 0 would ask the server without a pause
+        yield "consumer", {"DATABASE_URL": NOWHERE, "POLL_INTERVAL": value}, "POLL_INTERVAL"
 
 
 @pytest.mark.parametrize("loop,env,variable", list(bad_cases()),
@@ -61,7 +63,7 @@ def test_a_malformed_url_is_not_echoed_since_it_may_hold_a_password(loop, url, s
 @pytest.mark.parametrize("loop", LOOPS)
 def test_good_values_at_the_edges_are_accepted(loop, db_url, db, spawn):
     env = {"pusher": {"PUSH_INTERVAL_MIN": "0", "PUSH_INTERVAL_MAX": "0", "PUSH_COUNT": " 3 "},
-           "consumer": {"PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "0.5"}}[loop]
+           "consumer": {"PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "0.5", "POLL_INTERVAL": "0.5"}}[loop]
     if loop == "consumer":
         db("INSERT INTO jobs (payload) VALUES ('x')")
     proc = spawn(loop, DATABASE_URL=db_url, **env)
@@ -125,10 +127,32 @@ def test_the_schema_refuses_to_record_a_job_twice(db):
         db("INSERT INTO done_jobs (id) VALUES (7)")
 
 
+def test_the_queue_is_due_for_a_vacuum_after_a_thousand_dead_rows_whatever_its_length(db):
+    [(options,)] = db("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+    assert sorted(options) == ["autovacuum_vacuum_scale_factor=0", "autovacuum_vacuum_threshold=1000"]
+
+
 def test_the_claim_is_served_by_the_created_at_index(db_url, db):
     db("INSERT INTO jobs (payload) SELECT 'p' || g FROM generate_series(1, 5000) g")
     db("ANALYZE jobs")
     plan = "\n".join(row[0] for row in db("EXPLAIN SELECT id FROM jobs ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"))
+    assert "jobs_created_at_idx" in plan, plan
+
+
+def test_the_consumers_prepared_claim_is_served_by_the_created_at_index(db_url, db):
+    # Prepared on an empty queue, as by a consumer that starts before any job, then used on a long one.
+    conn = psycopg2.connect(db_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(load_loop("consumer").PREPARE_SQL)
+            cur.execute("EXPLAIN EXECUTE claim")
+            db("INSERT INTO jobs (payload) SELECT 'p' || g FROM generate_series(1, 5000) g")
+            db("ANALYZE jobs")
+            cur.execute("EXPLAIN EXECUTE claim")
+            plan = "\n".join(row[0] for row in cur.fetchall())
+    finally:
+        conn.close()
     assert "jobs_created_at_idx" in plan, plan
 
 

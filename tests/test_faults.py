@@ -201,7 +201,9 @@ def test_a_hung_consumer_loses_its_job_to_the_server_timeout_and_cannot_record_i
     hung.wait_for(f"Processing job {job_id}")
     hung.signal(signal.SIGSTOP)  # alive, connected, silent: like a consumer on a frozen node
     try:
-        helper = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="helper", PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+        # A job that returns by a rollback is announced by no notification: the helper's poll finds it.
+        helper = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="helper", PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0",
+                       POLL_INTERVAL="1")
         helper.wait_for(f"[helper] Completed job {job_id}", timeout=20)
     finally:
         hung.signal(signal.SIGCONT)
@@ -216,10 +218,13 @@ def test_the_running_server_has_every_setting_from_the_one_list(local_server):
     try:
         with conn.cursor() as cur:
             for name, value in localpg.server_settings():
-                cur.execute("SELECT current_setting(%s)", (name,))
-                running = cur.fetchone()[0]
-                cur.execute("SELECT set_config(%s, %s, true)", (name, value))  # the file's value, as the server spells it
-                assert running == cur.fetchone()[0], name
+                cur.execute("SELECT current_setting(%s), context FROM pg_settings WHERE name = %s", (name, name))
+                running, context = cur.fetchone()
+                if context in ("user", "superuser"):
+                    cur.execute("SELECT set_config(%s, %s, true)", (name, value))  # the file's value, as the server spells it
+                    value = cur.fetchone()[0]
+                # A setting a session cannot change (autovacuum_naptime) is compared as the file spells it.
+                assert running == value, name
     finally:
         conn.close()
 
@@ -236,7 +241,7 @@ def test_the_server_timeout_leaves_room_for_the_consumers_longest_job(local_serv
 
 def consumer_defaults():
     """The consumer's default timings, read from the program itself."""
-    _, low, high, _ = load_loop("consumer").read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
+    _, low, high, _, _ = load_loop("consumer").read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
     return {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high}
 
 
