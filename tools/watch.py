@@ -4,7 +4,8 @@ cluster's Postgres, Compose's). Where `kubectl` reaches a cluster, also the HPA'
 
 It only reads numbers that take no lock a consumer could wait for: two counts (what KEDA's trigger runs) and
 pg_stat_activity. It never claims or locks a row: a job in progress is a consumer's session holding an
-uncommitted DELETE from jobs, which pg_stat_activity shows with a transaction id (backend_xid).
+uncommitted DELETE from jobs, which pg_stat_activity shows with a transaction id (backend_xid) and its
+last statement: the claim, written out (the article's consumer) or prepared (ours: `EXECUTE claim`).
 """
 
 import argparse
@@ -27,7 +28,8 @@ SAMPLE_SQL = """
            (SELECT count(*) FROM done_jobs),
            (SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND backend_xid IS NOT NULL
-               AND (query ILIKE '%DELETE FROM jobs%' OR query ILIKE '%INSERT INTO done_jobs%')),
+               AND (query ILIKE '%DELETE FROM jobs%' OR query ILIKE '%INSERT INTO done_jobs%'
+                    OR query ILIKE '%EXECUTE claim%' OR query ILIKE '%EXECUTE record%')),
            (SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND application_name LIKE '%consumer%')
 """
