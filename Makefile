@@ -33,11 +33,12 @@ venv: $(BIN)/.installed
 # make run PROCESS_TIME_MAX=1 PUSH_INTERVAL_MAX=0.5
 # Without CONSUMERS, an emulation of KEDA and its HPA sizes the consumers from the ScaledObject of OVERLAY
 # (default: the base); CONSUMERS=3 keeps three throughout. TIMELINE=path.csv records every evaluation.
+RUN_ARGS = $(if $(CONSUMERS),--consumers $(CONSUMERS)) $(if $(OVERLAY),--overlay $(OVERLAY)) \
+	$(if $(TIMELINE),--timeline $(TIMELINE))
 run:
 	$(PREFLIGHT) run
 	@$(MAKE) --no-print-directory venv
-	$(BIN)/python tools/run.py $(if $(CONSUMERS),--consumers $(CONSUMERS)) $(if $(OVERLAY),--overlay $(OVERLAY)) \
-		$(if $(TIMELINE),--timeline $(TIMELINE))
+	$(BIN)/python tools/run.py $(strip $(RUN_ARGS))
 
 # While `make run` runs, in another terminal: JOBS jobs at once from the project's pusher, and a live view.
 # Either works on any database given as DATABASE_URL=... instead.
