@@ -9,7 +9,6 @@ Configuration comes from the environment:
 SIGTERM or SIGINT: exit 0 at once. A job is counted only once its commit is known to have landed.
 """
 
-import logging
 import math
 import os
 import random
@@ -28,8 +27,6 @@ LANDED_SQL = "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = %s) OR EXISTS (SELECT
 
 RETRY_WAIT = 2.0  # seconds between two attempts to reach the database
 CONNECT_TIMEOUT = 10  # seconds; a host that drops packets would otherwise block a connect for minutes
-
-log = logging.getLogger("pusher")
 
 
 class ConfigError(Exception):
@@ -71,6 +68,12 @@ def read_config(env):
     if not re.fullmatch(r"[0-9]+", raw.strip()):
         raise ConfigError(f"PUSH_COUNT must be a whole number, 0 for no limit, got {raw!r}")
     return url, low, high, int(raw)
+
+
+def say(line):
+    """One line of output: print, as in the consumer (which must, at thousands of jobs a second), so that
+    the two loops read alike."""
+    print(line, flush=True)
 
 
 def reason(error):
@@ -120,10 +123,10 @@ def connect(url, stop):
         try:
             conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT)
         except psycopg2.Error as error:
-            log.warning("Cannot connect to the database (%s); retrying in %gs", reason(error), RETRY_WAIT)
+            say(f"Cannot connect to the database ({reason(error)}); retrying in {RETRY_WAIT:g}s")
             stop.wait(RETRY_WAIT)
         else:
-            log.info("Connected to the database")
+            say("Connected to the database")
             return conn
     return None
 
@@ -141,7 +144,6 @@ def main():
     except ConfigError as error:
         print(f"pusher: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     stop = stop_on_signals()
 
     conn = None
@@ -158,9 +160,9 @@ def main():
                 job_id, payload = unsure
                 if landed(conn, job_id):
                     pushed += 1
-                    log.info("Pushed job %s: %s (its commit was cut off, but it landed)", job_id, payload)
+                    say(f"Pushed job {job_id}: {payload} (its commit was cut off, but it landed)")
                 else:
-                    log.info("Job %s did not land; pushing a new one", job_id)
+                    say(f"Job {job_id} did not land; pushing a new one")
                 unsure = None
                 continue
             payload = "".join(random.choices(string.ascii_letters, k=20))
@@ -171,16 +173,16 @@ def main():
             conn.commit()
             unsure = None
             pushed += 1
-            log.info("Pushed job %s: %s", job_id, payload)
+            say(f"Pushed job {job_id}: {payload}")
         except psycopg2.errors.UndefinedTable as error:
             conn.rollback()
-            log.warning("%s: has db/init.sql been applied? Retrying in %gs", reason(error), RETRY_WAIT)
+            say(f"{reason(error)}: has db/init.sql been applied? Retrying in {RETRY_WAIT:g}s")
             stop.wait(RETRY_WAIT)
             continue
         except psycopg2.Error as error:
             # If the insert was sent but its commit's answer never came, `unsure` holds it for a look-up.
             what = "Lost the database connection" if conn.closed else "Database error"
-            log.warning("%s (%s); reconnecting in %gs", what, reason(error), RETRY_WAIT)
+            say(f"{what} ({reason(error)}); reconnecting in {RETRY_WAIT:g}s")
             conn.close()
             conn = None
             stop.wait(RETRY_WAIT)
@@ -189,7 +191,7 @@ def main():
             stop.wait(random.uniform(low, high))
     if conn is not None:
         conn.close()
-    log.info("Stopped after pushing %d jobs", pushed)
+    say(f"Stopped after pushing {pushed} jobs")
     return 0
 
 

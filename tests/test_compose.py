@@ -228,3 +228,20 @@ def test_a_crash_is_restarted_but_not_a_pusher_that_reached_push_count(services)
     # ...but `always` or `unless-stopped` would also restart a pusher that exited 0 after PUSH_COUNT jobs:
     # PUSH_COUNT more, and again, for ever.
     assert re.fullmatch(r"on-failure(:\d+)?", services["pusher"]["restart"])
+
+
+# Docker's stop timeout when a service sets no stop_grace_period (docker compose stop, docker stop).
+DOCKER_DEFAULT_STOP_SECONDS = 10
+
+
+def test_postgres_gets_the_time_to_shut_down_that_the_cluster_gives_it(services):
+    from test_manifests import objects, one
+    # The image's STOPSIGNAL is SIGINT, a fast shutdown: transactions roll back and a last checkpoint is written.
+    # Its Dockerfile (docker-library/postgres, 18/trixie) recommends more than the runtimes' default 10 s before
+    # SIGKILL, which would leave a crash to recover from. That time is the server's, whatever stops it: compose
+    # gives it what k8s/postgres.yaml's terminationGracePeriodSeconds gives it.
+    in_cluster = one(objects("base"), "StatefulSet", "postgres")["spec"]["template"]["spec"].get(
+        "terminationGracePeriodSeconds", 30)  # Kubernetes' default
+    in_compose = duration(services["postgres"].get("stop_grace_period", f"{DOCKER_DEFAULT_STOP_SECONDS}s"))
+    assert in_cluster > DOCKER_DEFAULT_STOP_SECONDS
+    assert in_compose == in_cluster

@@ -276,9 +276,10 @@ def test_sigterm_mid_job_ends_within_the_grace_period_the_deployment_gives(db_ur
     assert db("SELECT id FROM done_jobs") == [(job_id,)]
 
 
-def test_a_job_longer_than_the_server_allows_is_announced_at_start(db_url, db, spawn):
-    db(f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
-       "SET idle_in_transaction_session_timeout = '2s'")
+def test_only_a_job_longer_than_the_server_allows_is_announced_at_start(db_url, db, spawn):
+    alter = (f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
+             "SET idle_in_transaction_session_timeout = ")
+    db(alter + "'2s'")
     warns = ("PROCESS_TIME_MAX (5s) is not below the server's idle_in_transaction_session_timeout (2s): "
              "a longer job will be cut off and done again")
     consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="5")
@@ -288,3 +289,9 @@ def test_a_job_longer_than_the_server_allows_is_announced_at_start(db_url, db, s
     fits.wait_for("Connected to the database")
     assert fits.stop() == 0
     assert "cut off" not in fits.output
+    # 0 is PostgreSQL's default: no timeout at all, so no job is too long.
+    db(alter + "0")
+    unbounded = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="5")
+    unbounded.wait_for("Connected to the database")
+    assert unbounded.stop() == 0
+    assert "cut off" not in unbounded.output

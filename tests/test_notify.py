@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 import threading
+import time
 
 import psycopg2
 import pytest
@@ -38,7 +39,7 @@ def consumer_sessions(db):
               "AND pid <> pg_backend_pid()")[0][0]
 
 
-def test_each_committed_insert_statement_notifies_the_consumers_channel_once(db_url):
+def test_each_committed_transaction_that_inserts_jobs_notifies_the_consumers_channel_once(db_url):
     listener = psycopg2.connect(db_url)
     listener.autocommit = True
     listener.cursor().execute(consumer.LISTEN_SQL)
@@ -68,6 +69,18 @@ def test_each_committed_insert_statement_notifies_the_consumers_channel_once(db_
             conn.close()
 
 
+def test_a_bulk_insert_runs_the_notify_trigger_once_not_once_per_row(db):
+    # PostgreSQL folds a transaction's identical notifications, so the listener above cannot tell a trigger that
+    # runs once per statement from one that runs once per row. The server's count of the function's calls can.
+    [(superuser,)] = db("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not superuser:
+        pytest.skip("track_functions can be set by a superuser only")
+    [(calls,)] = db("SET LOCAL track_functions = 'pl'; "
+                    "INSERT INTO jobs (payload) SELECT 'bulk' FROM generate_series(1, 1000); "
+                    "SELECT pg_stat_get_xact_function_calls('jobs_notify'::regproc)")
+    assert calls == 1
+
+
 def test_an_idle_consumer_is_woken_by_an_insert(db_url, db, spawn):
     worker = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST)
     wait_until_idle(db)
@@ -76,16 +89,46 @@ def test_an_idle_consumer_is_woken_by_an_insert(db_url, db, spawn):
     assert worker.stop() == 0
 
 
-def test_one_notification_wakes_consumers_to_drain_a_burst_and_nothing_is_lost(db_url, db, spawn):
-    workers = [spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST) for _ in range(3)]
+def test_one_notification_wakes_every_idle_consumer_and_they_drain_a_burst_losing_nothing(db_url, db, spawn):
+    # Jobs of 10 to 20 ms: one consumer alone would take seconds, so each of the others, once woken, gets some.
+    workers = [spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, PROCESS_TIME_MIN="0.01",
+                     PROCESS_TIME_MAX="0.02") for _ in range(3)]
     wait_until_idle(db, 3)
     ids = [i for (i,) in db("INSERT INTO jobs (payload) SELECT 'burst ' || g FROM generate_series(1, 300) AS g "
                             "RETURNING id")]
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(300,)], 60, "the burst drained")
     assert all(w.stop() == 0 for w in workers)
     assert sorted(i for (i,) in db("SELECT id FROM done_jobs")) == sorted(ids)
-    worked = [int(i) for w in workers for i in re.findall(r"Processing job (\d+):", w.output)]
-    assert sorted(worked) == sorted(ids), "a job was worked on twice, or not at all"
+    worked = [[int(i) for i in re.findall(r"Processing job (\d+):", w.output)] for w in workers]
+    assert sorted(sum(worked, [])) == sorted(ids), "a job was worked on twice, or not at all"
+    assert all(worked), "a consumer slept through the notification"
+
+
+def test_an_idle_consumer_sends_the_server_nothing_until_a_notification_or_the_poll(db_url, db, spawn):
+    worker = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST)
+    wait_until_idle(db)
+    [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('one') RETURNING id")  # a notification, then none
+    worker.wait_for(f"Completed job {job_id}", timeout=20)
+    wait_until_idle(db)
+    last_statement = ("SELECT query_start FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND pid <> pg_backend_pid()")
+    before = db(last_statement)
+    time.sleep(1)
+    assert db(last_statement) == before, "an idle consumer keeps asking the server for jobs"
+    assert worker.stop() == 0
+
+
+def test_a_busy_consumer_keeps_one_notification_however_many_jobs_are_pushed(db_url, db):
+    # A consumer at work reads the notifications that come with its answers; they only tell it to look again.
+    conn = consumer.connect(db_url, "t", 0, consumer.StopRequest())
+    try:
+        for n in range(50):  # 50 transactions, 50 notifications
+            db("INSERT INTO jobs (payload) VALUES (%s)", (f"job {n}",))
+        while select.select([conn], [], [], 1)[0]:
+            conn.poll()
+        assert len(conn.notifies) == 1, "its memory would grow with every job pushed while it works"
+    finally:
+        conn.close()
 
 
 def test_a_job_that_returns_by_a_rollback_is_found_by_the_poll(db_url, db, spawn):

@@ -1,6 +1,7 @@
 """What the consumers promise the queue, measured in the database alone, never read from their own logs: they
-hold different jobs at the same time, take the oldest job first, and a consumer told to stop spends the whole
-job's time before it records the job."""
+hold different jobs at the same time, take the oldest job first, spend on each job a time drawn from
+PROCESS_TIME_MIN to PROCESS_TIME_MAX, and a consumer told to stop spends the whole job's time before it records
+the job."""
 
 import signal
 
@@ -51,3 +52,19 @@ def test_a_consumer_stopped_mid_job_spends_the_whole_job_before_recording_it(db_
     assert float(recorded) - float(claimed) >= job_time - 0.05, "recorded before the work was done"
     assert consumer.wait(15) == 0
     assert db("SELECT count(*) FROM jobs") == [(0,)]
+
+
+def test_each_job_takes_a_time_drawn_from_process_time_min_to_max(db_url, db, spawn):
+    low, high, jobs = 0.3, 0.6, 10
+    db("INSERT INTO jobs (payload) SELECT 'job ' || n FROM generate_series(1, %s) AS n", (jobs,))
+    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN=str(low), PROCESS_TIME_MAX=str(high))
+    wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(jobs,)], 30, "every job done")
+    assert consumer.stop() == 0
+    # completed_at is the start of each job's transaction, its claim: one consumer's claims are at least one
+    # job's time apart, and a little more (the record, the next claim).
+    times = [float(t) for (t,) in db("SELECT extract(epoch FROM completed_at) FROM done_jobs ORDER BY completed_at")]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert min(gaps) >= low - 0.005, f"a job shorter than PROCESS_TIME_MIN: {gaps}"
+    # Nine times drawn from 0.3..0.6 s add up to 2.8 s or less about once in seven billion runs; nine times of
+    # PROCESS_TIME_MIN add up to 2.7 s. (Drawn from 0..0.6 s instead, all nine are 0.3 s or more once in 512.)
+    assert sum(gaps) > len(gaps) * low + 0.1, f"the jobs ignore PROCESS_TIME_MAX: {gaps}"

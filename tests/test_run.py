@@ -50,3 +50,54 @@ def test_a_bad_timing_value_stops_the_run_with_the_loops_own_line(tmp_path):
     out = log.read_text()
     assert "consumer: PROCESS_TIME_MAX must be a number of seconds, got 'soon'" in out
     assert "Traceback" not in out
+
+
+def start_run_on(db_url, tmp_path, consumers, **env):
+    """make run on a test's database, so the tables can be read afterwards."""
+    log = open(tmp_path / "run.log", "w")
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--consumers", str(consumers),
+                             "--database-url", db_url], env={**base, **env}, stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    return proc, tmp_path / "run.log"
+
+
+def test_ctrl_c_again_aborts_and_the_jobs_in_hand_stay_queued(db_url, db, tmp_path):
+    proc, log = start_run_on(db_url, tmp_path, 2, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05",
+                             PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
+    try:
+        wait_for(proc, log, r"Processing job", 2)
+        proc.send_signal(signal.SIGINT)
+        wait_for(proc, log, r"Stopping: each consumer finishes its job in hand", 1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)  # the jobs in hand take 60 s
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the second Ctrl-C waited for the jobs in hand") from None
+    finally:
+        proc.kill()
+    out = log.read_text()
+    assert out.count("the job in hand stays queued") == 2, out
+    in_hand = {int(i) for i in re.findall(r"Processing job (\d+):", out)}
+    assert len(in_hand) == 2
+    assert in_hand <= {i for (i,) in db("SELECT id FROM jobs")}
+    assert db("SELECT count(*) FROM done_jobs") == [(0,)]
+    pushed, done, queued = map(int, re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued", out).groups())
+    assert (done, queued) == (0, pushed) and pushed == db("SELECT count(*) FROM jobs")[0][0]
+
+
+def test_ctrl_c_the_moment_the_loops_start_still_stops_each_one_cleanly(db_url, tmp_path):
+    # The loops' handlers are in place only once Python has started and imported them: a SIGTERM before that
+    # would kill a loop outright.
+    proc, log = start_run_on(db_url, tmp_path, 4)
+    try:
+        wait_for(proc, log, r"Running 1 pusher and 4 consumers", 1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        proc.kill()
+    out = log.read_text()
+    assert "exited with an error" not in out and "Traceback" not in out
+    for name in ["consumer-1", "consumer-2", "consumer-3", "consumer-4"]:
+        assert f"{name} | [{name}] Stopped" in out, out
+    assert re.search(r"pusher +\| Stopped after pushing \d+ jobs", out), out

@@ -35,8 +35,7 @@ print("done", flush=True)
 HANG = 5.0  # seconds without the next line: the round's signal handler is stuck
 
 
-# The consumer shares the same StopRequest; it joins this list once its rewrite (issue 9) settles the class.
-@pytest.mark.parametrize("loop", ["pusher"])
+@pytest.mark.parametrize("loop", ["pusher", "consumer"])
 def test_a_signal_handler_setting_the_stop_request_never_hangs_the_loop(loop):
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT / loop / f"{loop}.py"), str(ROUNDS)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)

@@ -97,3 +97,11 @@ def test_each_consumer_finished_the_job_in_hand(outcome):
         claimed = re.findall(r"Processing job (\d+)", c.log)
         assert claimed, f"{c.name} never claimed a job:\n{c.log[-1500:]}"
         assert f"Completed job {claimed[-1]} in" in c.log, f"{c.name} left job {claimed[-1]}:\n{c.log[-1500:]}"
+
+
+def test_the_stop_caught_each_consumer_mid_job(outcome):
+    # Otherwise the test above proved nothing about a stop in the middle of a job. The pusher (a job every 1 to
+    # 3 s) outpaces a consumer (2 to 10 s a job), so the queue is never empty when the stop comes.
+    consumers = containers(outcome, lambda c: c.pod.workload == "job-consumer")
+    idle = [c.name for c in consumers if "Stop requested: finishing job" not in c.log]
+    assert not idle, f"no job in hand when the stop came: {idle}"
