@@ -305,7 +305,8 @@ def main():
             time.sleep(0.05)
         time.sleep(0.2)  # let the relays print the last lines
 
-        done, queued = localpg.scalar(url, "SELECT count(*) FROM done_jobs"), localpg.scalar(url, "SELECT count(*) FROM jobs")
+        done = localpg.scalar(url, "SELECT count(*) FROM done_jobs")
+        queued = localpg.scalar(url, "SELECT count(*) FROM jobs")
         print(f"\nSummary: {done + queued} pushed, {done} done, {queued} still queued")
         if scaler:
             away = scaler.stopping
