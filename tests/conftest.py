@@ -14,8 +14,10 @@ import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +30,35 @@ sys.path.insert(0, str(ROOT / "tools"))
 import localpg  # noqa: E402
 
 TEMPLATE = "jobqueue_test_template"
+
+
+class TcpProxy:
+    """A TCP proxy on a free local port in front of the server, for the tests that cut connections:
+    serve(client, server) runs for each connection a client makes, with the socket to the server opened."""
+
+    def __init__(self, server_port):
+        self.server_port = server_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.serve(client, socket.create_connection(("127.0.0.1", self.server_port)))
+
+    def serve(self, client, server):
+        raise NotImplementedError
+
+    def url(self, db_url):
+        """db_url through the proxy; without TLS, which would hide the messages a proxy reads."""
+        return make_dsn(db_url, host="127.0.0.1", port=str(self.port), sslmode="disable", gssencmode="disable")
+
+    def close(self):
+        self.listener.close()
 
 
 def load_loop(which):

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 import localpg
-from conftest import load_loop, wait_until
+from conftest import TcpProxy, load_loop, wait_until
 
 
 def pushed_ids(pusher):
@@ -93,26 +93,18 @@ def test_loops_ride_out_a_server_restart_under_load(loop, local_server, db_url, 
     assert [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")] == pushed_ids(pusher)
 
 
-class CommitCutter:
+class CommitCutter(TcpProxy):
     """A TCP proxy in front of the server that cuts the connection the first time a client sends COMMIT:
     before the server gets it ("before": the transaction rolls back) or after the server has committed
     it but before the client hears so ("after"). Either way the client cannot know which happened."""
 
     def __init__(self, server_port, when):
-        self.server_port, self.when = server_port, when
+        self.when = when
         self.cut_done = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__(server_port)
 
-    def accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.server_port))
-            threading.Thread(target=self.client_to_server, args=(client, server), daemon=True).start()
+    def serve(self, client, server):
+        threading.Thread(target=self.client_to_server, args=(client, server), daemon=True).start()
 
     @staticmethod
     def read_exactly(sock, n):
@@ -161,15 +153,6 @@ class CommitCutter:
                     client.sendall(data)
         except OSError:
             pass
-
-    def url(self, db_url):
-        parts = psycopg2.extensions.parse_dsn(db_url)
-        parts.update(host="127.0.0.1", port=str(self.port), sslmode="disable", gssencmode="disable")
-        return psycopg2.extensions.make_dsn(**parts)
-
-    def close(self):
-        self.listener.close()
-
 
 @pytest.mark.parametrize("when,says", [
     ("before", r"Job (\d+) did not land; pushing a new one"),

@@ -14,9 +14,9 @@ import time
 
 import psycopg2
 import pytest
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import parse_dsn
 
-from conftest import load_loop, wait_until
+from conftest import TcpProxy, load_loop, wait_until
 
 consumer = load_loop("consumer")
 NEVER = "3600"  # seconds: a poll interval no test waits out
@@ -160,30 +160,21 @@ def test_a_consumer_whose_session_is_ended_reconnects_and_listens_again(db_url, 
     assert "Traceback" not in worker.output
 
 
-class SilentCut:
+class SilentCut(TcpProxy):
     """A TCP proxy in front of the server. cut() closes the server's side of every connection made so far,
     as a failover or a NAT that forgets a connection does, and leaves the client's side open and silent:
     the client learns of it only when it next sends something, and then its connection is closed.
     Connections made after the cut pass through."""
 
     def __init__(self, db_url):
-        self.server_port = int(parse_dsn(db_url)["port"])
         self.pairs = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
+        super().__init__(int(parse_dsn(db_url)["port"]))
 
-    def accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            pair = {"client": client, "server": socket.create_connection(("127.0.0.1", self.server_port)),
-                    "cut": False}
-            self.pairs.append(pair)
-            threading.Thread(target=self.pump, args=(pair, "client", "server"), daemon=True).start()
-            threading.Thread(target=self.pump, args=(pair, "server", "client"), daemon=True).start()
+    def serve(self, client, server):
+        pair = {"client": client, "server": server, "cut": False}
+        self.pairs.append(pair)
+        threading.Thread(target=self.pump, args=(pair, "client", "server"), daemon=True).start()
+        threading.Thread(target=self.pump, args=(pair, "server", "client"), daemon=True).start()
 
     @staticmethod
     def pump(pair, source, sink):
@@ -208,11 +199,6 @@ class SilentCut:
             pair["server"].shutdown(socket.SHUT_RDWR)
             pair["server"].close()
 
-    def url(self, db_url):
-        return make_dsn(db_url, host="127.0.0.1", port=str(self.port), sslmode="disable", gssencmode="disable")
-
-    def close(self):
-        self.listener.close()
 
 
 def test_a_consumer_whose_connection_died_silently_finds_out_at_the_poll_and_reconnects(db_url, db, spawn):
