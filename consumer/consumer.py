@@ -11,7 +11,7 @@ Configuration comes from the environment:
   PROCESS_TIME_MIN  shortest simulated work, in seconds (default 2)
   PROCESS_TIME_MAX  longest simulated work, in seconds (default 10)
   POLL_INTERVAL     longest sleep on an empty queue with no notification, in seconds (default 30)
-  HOSTNAME          the name in each log line (Kubernetes sets it to the pod's name)
+  HOSTNAME          the name in each log line and of its database session (Kubernetes sets it to the pod's name)
 
 SIGTERM or SIGINT: finish the job in hand, commit it, exit 0. A second signal exits at once; the job
 in hand then rolls back and stays queued.
@@ -165,7 +165,8 @@ def connect(url, name, high, stop):
     while not stop.is_set():
         conn = None
         try:
-            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT, **KEEPALIVES)
+            # Named after the consumer (in Kubernetes, its pod), so pg_stat_activity tells who holds which job.
+            conn = psycopg2.connect(url, connect_timeout=CONNECT_TIMEOUT, application_name=name, **KEEPALIVES)
             # Each message is then sent as it is: the claim's and the record's begin and end the transaction.
             conn.autocommit = True
             # psycopg2 appends each notification it reads to conn.notifies, a list that would grow for as

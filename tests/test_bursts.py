@@ -52,7 +52,7 @@ def test_a_stale_run_file_is_not_followed(tmp_path, monkeypatch):
 
 
 def test_make_watch_shows_queued_in_progress_and_done(db_url, spawn):
-    consumer = spawn("consumer", DATABASE_URL=db_url + " application_name=consumer-1", PROCESS_TIME_MIN="8",
+    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="consumer-1", PROCESS_TIME_MIN="8",
                      PROCESS_TIME_MAX="8")
     subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "4"],
                    env=clean_env(DATABASE_URL=db_url), capture_output=True, timeout=60, check=True)

@@ -31,18 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # Git ignores .venv/ and `make clean` removes it; one checkout, one `make run` to find.
 RUNNING = ROOT / ".venv" / "make-run.json"
 
-# Each session names itself (libpq reads application_name from the URI), so pg_stat_activity, and with it
-# `make watch`, can tell the consumers from the rest. The loops themselves are not changed for it.
+# A consumer names its session after its HOSTNAME (its application_name), so pg_stat_activity, and with it
+# `make watch`, can tell which consumer holds a job.
 BUSY_SQL = ("SELECT application_name FROM pg_stat_activity "
             "WHERE application_name = ANY(%s) AND backend_xid IS NOT NULL")
 
 
 UP_AFTER = 2.0  # seconds: a loop that has written nothing yet is taken to be up after this long
-
-
-def with_name(url, name):
-    """url, as key=value pairs, with the application_name libpq reports to the server."""
-    return psycopg2.extensions.make_dsn(url, application_name=name)
 
 
 class Loops:
@@ -69,7 +64,7 @@ class Loops:
         # A session of its own: Ctrl-C reaches only this script, which then signals each loop once.
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / script)],
-            env={**os.environ, "DATABASE_URL": with_name(self.url, name), "HOSTNAME": name},
+            env={**os.environ, "DATABASE_URL": self.url, "HOSTNAME": name},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
             start_new_session=True)
         self.procs[name] = proc
@@ -149,7 +144,7 @@ class Scaler:
     def _query(self, sql, params=None):
         """The trigger's own query, on the connection string the loops use, as KEDA runs it."""
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg2.connect(with_name(self.loops.url, "keda-emulation"), connect_timeout=10)
+            self.conn = psycopg2.connect(self.loops.url, application_name="keda-emulation", connect_timeout=10)
             self.conn.autocommit = True
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
