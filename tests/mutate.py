@@ -70,7 +70,16 @@ def mutated(mutant, root=ROOT):
     found = text.count(mutant["find"])
     if found != 1:
         raise Stale(f"{mutant['id']}: its text is found {found} times in {mutant['file']}, not once")
-    return text.replace(mutant["find"], mutant["replace"])
+    text = text.replace(mutant["find"], mutant["replace"])
+    # A bug that stops the file from even loading fails every test for that alone, and proves nothing.
+    try:
+        if path.suffix == ".py":
+            compile(text, mutant["file"], "exec")
+        elif path.suffix in (".yaml", ".yml"):
+            list(yaml.safe_load_all(text))
+    except (SyntaxError, yaml.YAMLError) as error:
+        raise Stale(f"{mutant['id']}: with it, {mutant['file']} no longer parses ({error})") from None
+    return text
 
 
 def project_files():

@@ -43,8 +43,26 @@ def test_the_harness_counts_only_a_failing_test_as_a_kill(code, output, expected
 
 def test_a_mutant_whose_text_is_not_there_exactly_once_is_stale(tmp_path):
     (tmp_path / "loop.py").write_text("wait()\nwait()\nstop()\n")
-    mutant = {"id": "m", "file": "loop.py", "replace": "pass()"}
-    assert mutate.mutated({**mutant, "find": "stop()"}, tmp_path) == "wait()\nwait()\npass()\n"
+    mutant = {"id": "m", "file": "loop.py", "replace": "go()"}
+    assert mutate.mutated({**mutant, "find": "stop()"}, tmp_path) == "wait()\nwait()\ngo()\n"
     for find in ("wait()", "sleep()"):
         with pytest.raises(mutate.Stale):
             mutate.mutated({**mutant, "find": find}, tmp_path)
+
+
+@pytest.mark.parametrize("name, text, find, replace", [
+    ("loop.py", "while True:\n    work()\n    rest()\n", "    rest()\n", ""),  # fine: stays valid
+    ("loop.py", "if ready:\n    work()\n", "    work()\n", ""),  # an empty block
+    # Part of a line: the rest of its indent stays, and the next line inherits it.
+    ("loop.py", "try:\n    work()\nexcept OSError:\n    pass\n", "  work()\n", ""),
+    ("app.yaml", "a: 1\nb: [2]\n", "[2]", "[2"),
+])
+def test_a_mutant_that_stops_its_file_from_parsing_is_refused(tmp_path, name, text, find, replace):
+    # Such a mutant fails every test for that alone: counted as killed, it would prove nothing.
+    (tmp_path / name).write_text(text)
+    mutant = {"id": "m", "file": name, "find": find, "replace": replace}
+    if text.startswith("while"):
+        assert mutate.mutated(mutant, tmp_path) == "while True:\n    work()\n"
+    else:
+        with pytest.raises(mutate.Stale, match="no longer parses"):
+            mutate.mutated(mutant, tmp_path)
