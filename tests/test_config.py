@@ -178,3 +178,27 @@ def test_a_role_without_the_rights_it_needs_gets_a_clear_line_and_loses_nothing(
     assert "Traceback" not in proc.output
     assert db("SELECT id FROM jobs") == [(job_id,)], "the failed claim must roll back into the queue"
     assert db("SELECT count(*) FROM done_jobs") == [(0,)]
+
+
+def documented_defaults():
+    """{variable: default} from the README's Configuration table, for the variables with a numeric default."""
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    defaults = {}
+    for row in re.findall(r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)*) \| \w+ \| ([0-9., ]+) \|", section, re.M):
+        names, values = re.findall(r"`([A-Z_]+)`", row[0]), [float(v) for v in row[1].split(",")]
+        assert len(names) == len(values), row
+        defaults.update(zip(names, values))
+    return defaults
+
+
+def test_each_loops_defaults_are_the_ones_the_readme_documents():
+    # The article's timings (a job every 1 to 3 s, 2 to 10 s of work), which every number of the README's
+    # scaling sections is measured with.
+    documented = documented_defaults()
+    given = {"DATABASE_URL": "dbname=x", "HOSTNAME": "x"}
+    _, low, high, count = load_loop("pusher").read_config(given)
+    assert {"PUSH_INTERVAL_MIN": low, "PUSH_INTERVAL_MAX": high, "PUSH_COUNT": count} == \
+           {k: documented[k] for k in ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX", "PUSH_COUNT")}
+    _, low, high, poll, _ = load_loop("consumer").read_config(given)
+    assert {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high, "POLL_INTERVAL": poll} == \
+           {k: documented[k] for k in ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "POLL_INTERVAL")}
