@@ -220,6 +220,12 @@ def stabilize_recommendation_with_behaviors(now, current, desired, recommendatio
     return min(max(current, up_recommendation), down_recommendation)
 
 
+def replicas_at_period_start(now, current, up_events, down_events, period):
+    """The count when a policy's period began: the current one, less the pods added and plus the pods removed
+    since (getReplicasChangePerPeriod, over the scale-up and the scale-down events)."""
+    return current - sum(within(up_events, now, period)) + sum(within(down_events, now, period))
+
+
 def calculate_scale_up_limit_with_scaling_rules(now, current, up_events, down_events, rules):
     """calculateScaleUpLimitWithScalingRules: each policy allows so many pods more than there were when its
     period began; selectPolicy Max takes the most generous policy, Min the strictest."""
@@ -227,8 +233,7 @@ def calculate_scale_up_limit_with_scaling_rules(now, current, up_events, down_ev
         return current
     proposals = []
     for policy in rules.policies:
-        period_start = current - sum(within(up_events, now, policy.period)) + sum(
-            within(down_events, now, policy.period))
+        period_start = replicas_at_period_start(now, current, up_events, down_events, policy.period)
         if policy.type == "Pods":
             proposals.append(period_start + policy.value)
         else:
@@ -244,8 +249,7 @@ def calculate_scale_down_limit_with_behaviors(now, current, up_events, down_even
         return current
     proposals = []
     for policy in rules.policies:
-        period_start = current - sum(within(up_events, now, policy.period)) + sum(
-            within(down_events, now, policy.period))
+        period_start = replicas_at_period_start(now, current, up_events, down_events, policy.period)
         if policy.type == "Pods":
             proposals.append(period_start - policy.value)
         else:
