@@ -10,10 +10,12 @@ import time
 from conftest import CONFIG_VARIABLES, ROOT
 
 
-def start_run(tmp_path, consumers, **env):
+def start_run(tmp_path, consumers, db_url=None, **env):
+    """make run, on its own embedded server, or on db_url (a test's database, to read the tables afterwards)."""
     log = open(tmp_path / "run.log", "w")
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--consumers", str(consumers)],
+    args = ["--consumers", str(consumers)] + (["--database-url", db_url] if db_url else [])
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), *args],
                             env={**base, **env}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return proc, tmp_path / "run.log"
 
@@ -52,19 +54,9 @@ def test_a_bad_timing_value_stops_the_run_with_the_loops_own_line(tmp_path):
     assert "Traceback" not in out
 
 
-def start_run_on(db_url, tmp_path, consumers, **env):
-    """make run on a test's database, so the tables can be read afterwards."""
-    log = open(tmp_path / "run.log", "w")
-    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--consumers", str(consumers),
-                             "--database-url", db_url], env={**base, **env}, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
-    return proc, tmp_path / "run.log"
-
-
 def test_ctrl_c_again_aborts_and_the_jobs_in_hand_stay_queued(db_url, db, tmp_path):
-    proc, log = start_run_on(db_url, tmp_path, 2, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05",
-                             PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
+    proc, log = start_run(tmp_path, 2, db_url, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05",
+                          PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
     try:
         wait_for(proc, log, r"Processing job", 2)
         proc.send_signal(signal.SIGINT)
@@ -89,7 +81,7 @@ def test_ctrl_c_again_aborts_and_the_jobs_in_hand_stay_queued(db_url, db, tmp_pa
 def test_ctrl_c_the_moment_the_loops_start_still_stops_each_one_cleanly(db_url, tmp_path):
     # The loops' handlers are in place only once Python has started and imported them: a SIGTERM before that
     # would kill a loop outright.
-    proc, log = start_run_on(db_url, tmp_path, 4)
+    proc, log = start_run(tmp_path, 4, db_url)
     try:
         wait_for(proc, log, r"Running 1 pusher and 4 consumers", 1)
         proc.send_signal(signal.SIGINT)
