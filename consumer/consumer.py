@@ -134,6 +134,16 @@ class StopRequest:
         self._set = False
         self._read, self._write = os.pipe()
 
+    def wake_on_signals(self):
+        """Have the interpreter write to the pipe the instant a signal arrives, before any handler runs.
+
+        A handler runs only between two bytecodes: a signal that lands just as wait() enters its select()
+        would be handled only when that select ends, a whole wait later (up to POLL_INTERVAL or the grace
+        period). The wakeup fd is written in C, at once, so the select ends at once.
+        """
+        os.set_blocking(self._write, False)  # as set_wakeup_fd requires
+        signal.set_wakeup_fd(self._write)
+
     def set(self):
         self._set = True
         os.write(self._write, b"!")
@@ -158,6 +168,7 @@ def stop_on_signals():
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    stop.wake_on_signals()
     return stop
 
 

@@ -56,3 +56,41 @@ def test_a_signal_handler_setting_the_stop_request_never_hangs_the_loop(loop):
     finally:
         child.kill()
         child.wait()
+
+
+# The loop's own stop_on_signals() and wait(), with the loop's select() made slow to begin: one more file
+# descriptor in its list, whose fileno() takes a few hundred milliseconds of C code, where the interpreter
+# runs no signal handler. A signal that lands then is handled only after the select() it was about to end.
+LATE_CHILD = r"""
+import functools, importlib.util, itertools, os, sys, types
+spec = importlib.util.spec_from_file_location("loop", sys.argv[1])
+loop = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(loop)
+never, _ = os.pipe()
+select = loop.select.select
+slow = lambda: types.SimpleNamespace(fileno=functools.partial(max, itertools.repeat(never, 20_000_000)))
+loop.select = types.SimpleNamespace(select=lambda r, w, x, timeout: select([*r, slow()], w, x, timeout))
+stop = loop.stop_on_signals()
+print("waiting", flush=True)
+print("woken", stop.wait(60), flush=True)
+"""
+
+
+@pytest.mark.parametrize("loop", ["pusher", "consumer"])
+def test_a_signal_that_lands_as_a_wait_begins_ends_that_wait_at_once(loop):
+    # As the consumer goes idle or the pusher pauses: missed, the stop would wait out POLL_INTERVAL (30 s, the
+    # consumer's whole grace period), PUSH_INTERVAL_MAX or RETRY_WAIT.
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", LATE_CHILD, str(ROOT / loop / f"{loop}.py")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert child.stdout.readline() == "waiting\n"
+            time.sleep(0.05)  # inside the slow start of the select
+            child.send_signal(signal.SIGTERM)
+            ready, _, _ = select.select([child.stdout], [], [], HANG)
+            assert ready, "the wait went on after the signal"
+            assert child.stdout.readline() == "woken True\n"
+            assert child.wait(HANG) == 0
+        finally:
+            child.kill()
+            child.wait()
