@@ -4,6 +4,10 @@ A signal handler runs in the main thread, between two bytecodes, wherever that t
 threading.Event as the stop request (before commit fe6f369), a signal arriving while the main thread was inside
 Event.wait(), holding the Event's internal lock, made the handler's Event.set() wait for that same lock for ever:
 the loop then ignored every later SIGTERM until Kubernetes sent SIGKILL.
+
+And a signal that lands just as a wait begins must end that wait: the handler itself runs only after the wait's
+select() returns, so the interpreter's wakeup fd, written the instant the signal arrives, must be the pipe that
+select() watches.
 """
 
 import random
