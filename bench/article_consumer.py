@@ -45,10 +45,8 @@ while True:
                 time.sleep(process_time)
 
                 # Mark as done
-                cur.execute(
-                    "INSERT INTO done_jobs (id) VALUES (%s)", (job_id,))
+                cur.execute("INSERT INTO done_jobs (id) VALUES (%s)", (job_id,))
                 conn.commit()
-                print(
-                    f"[{pod_name}] Completed job {job_id} in {process_time:.2f}s")
+                print(f"[{pod_name}] Completed job {job_id} in {process_time:.2f}s")
             else:
                 time.sleep(1)

@@ -14,7 +14,7 @@ printed as one table, with the machine it ran on.
 3. Idle load: the transactions an idle consumer makes the server run, per second.
 4. A large backlog: --backlog jobs drained by 4 consumers; the claim rate over the last tenth against the
    rate over the first.
-5. KEDA's query, as k8s/keda.yaml writes it: its time with 10,000 and 1,000,000 queued jobs, and its
+5. KEDA's query, as `kubectl kustomize .` renders it: its time with 10,000 and 1,000,000 queued jobs, and its
    share of one CPU at the rate KEDA and the HPA ask.
 
 Not part of `make test`. README, "Performance", explains each row and records a run.
@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 
 import psycopg2
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import keda_emulation  # noqa: E402
 import localpg  # noqa: E402
 
 PUSHER = ROOT / "pusher" / "pusher.py"
@@ -103,10 +103,9 @@ SESSIONS_SQL = """
     WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()
 """
 
-# How often the trigger's query runs: KEDA runs it every pollingInterval (k8s/keda.yaml), and the HPA asks
-# KEDA's metrics server for the metric every sync period, 15 s unless the cluster changes
-# --horizontal-pod-autoscaler-sync-period, which runs it again (KEDA's docs, "Caching Metrics").
-HPA_SYNC_PERIOD = 15  # seconds
+# How often the trigger's query runs: KEDA runs it every pollingInterval, and the HPA asks KEDA's metrics
+# server for the metric every sync period (keda_emulation.SYNC_PERIOD, 15 s unless the cluster changes
+# --horizontal-pod-autoscaler-sync-period), which has the operator run it again (KEDA's docs, "Caching Metrics").
 
 
 class Database:
@@ -140,9 +139,14 @@ class Loops:
         for _ in range(count):
             self.started += 1
             name = f"{Path(script).stem}-{self.started}"
-            procs.append(subprocess.Popen(
-                [sys.executable, str(script)], stdout=open(self.logs / f"{name}.log", "w"), stderr=subprocess.STDOUT,
-                env={**os.environ, "DATABASE_URL": self.url, "HOSTNAME": name, **env}))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(script)],
+                    stdout=open(self.logs / f"{name}.log", "w"),
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "DATABASE_URL": self.url, "HOSTNAME": name, **env},
+                )
+            )
         return procs
 
     @staticmethod
@@ -188,10 +192,25 @@ def load():
 # ---------------------------------------------------------------------------------------------------------
 # 1. Claims per second
 
+
 def pgbench_claims(url, script, consumers, seconds):
-    out = subprocess.run([str(localpg.BIN / "pgbench"), "--no-vacuum", "--file", str(script),
-                          "--client", str(consumers), "--jobs", str(consumers), "--time", str(seconds), url],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            str(localpg.BIN / "pgbench"),
+            "--no-vacuum",
+            "--file",
+            str(script),
+            "--client",
+            str(consumers),
+            "--jobs",
+            str(consumers),
+            "--time",
+            str(seconds),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+    )
     tps = re.search(r"^tps = ([\d.]+)", out.stdout, re.M)
     if out.returncode != 0 or tps is None or "failed transactions: 0 " not in out.stdout:
         raise SystemExit(f"bench: pgbench failed:\n{out.stdout}{out.stderr}")
@@ -216,9 +235,11 @@ def claims_per_second(db, url, loops, consumer, counts, rounds, seconds, backlog
     """{(column, consumers): [claims per second in each round]} for pgbench, consumer and article loop."""
     script = loops.logs / "claim.pgbench"
     script.write_text(PGBENCH_SCRIPT)
-    columns = {"pgbench": lambda n: pgbench_claims(url, script, n, seconds),
-               "consumer": lambda n: loop_claims(db, loops, consumer, n, seconds),
-               "article loop": lambda n: loop_claims(db, loops, ARTICLE, n, seconds)}
+    columns = {
+        "pgbench": lambda n: pgbench_claims(url, script, n, seconds),
+        "consumer": lambda n: loop_claims(db, loops, consumer, n, seconds),
+        "article loop": lambda n: loop_claims(db, loops, ARTICLE, n, seconds),
+    }
     runs = {(column, n): [] for column in columns for n in counts}
     for round_ in range(1, rounds + 1):
         for n in counts:
@@ -227,13 +248,17 @@ def claims_per_second(db, url, loops, consumer, counts, rounds, seconds, backlog
                     continue  # a baseline fifty times slower: one run says enough
                 fresh_backlog(db, backlog)
                 runs[column, n].append(measure(n))
-                print(f"  round {round_}, {n:2d} consumers, {column:12s} {runs[column, n][-1]:6.0f}/s"
-                      f"   (load {load():.1f})", flush=True)
+                print(
+                    f"  round {round_}, {n:2d} consumers, {column:12s} {runs[column, n][-1]:6.0f}/s"
+                    f"   (load {load():.1f})",
+                    flush=True,
+                )
     return runs
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 2. to 4., with the same four consumers
+
 
 def pickup_latency(db, loops, jobs):
     """From the commit of each of `jobs` jobs the pusher inserts to its claim: count, p50, p99, max (s)."""
@@ -284,10 +309,6 @@ def drain(db, jobs, timeout):
 # ---------------------------------------------------------------------------------------------------------
 # 5. KEDA's query
 
-def scaled_object():
-    documents = yaml.safe_load_all((ROOT / "k8s" / "keda.yaml").read_text())
-    return next(doc for doc in documents if doc and doc["kind"] == "ScaledObject")
-
 
 def query_milliseconds(db, query, queued, repeat=5):
     """The median time of `query` over `repeat` runs, with `queued` jobs in the table."""
@@ -305,6 +326,7 @@ def query_milliseconds(db, query, queued, repeat=5):
 
 # ---------------------------------------------------------------------------------------------------------
 
+
 def machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -316,8 +338,12 @@ def machine():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--consumer", type=Path, default=ROOT / "consumer" / "consumer.py",
-                        help="the consumer to measure (default consumer/consumer.py; give another to compare)")
+    parser.add_argument(
+        "--consumer",
+        type=Path,
+        default=ROOT / "consumer" / "consumer.py",
+        help="the consumer to measure (default consumer/consumer.py; give another to compare)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="runs behind each claims-per-second median (5)")
     parser.add_argument("--seconds", type=int, default=2, help="length of each of those runs (2)")
     parser.add_argument("--claims-backlog", type=int, default=100_000, help="jobs queued for each of those runs")
@@ -340,8 +366,9 @@ def main():
         print("1. Claims per second, work 0", flush=True)
         counts = (1, 4, 20)
         with autovacuum_paused(stats):
-            claims = claims_per_second(db, url, loops, args.consumer, counts, args.rounds, args.seconds,
-                                       args.claims_backlog)
+            claims = claims_per_second(
+                db, url, loops, args.consumer, counts, args.rounds, args.seconds, args.claims_backlog
+            )
 
         print("2.-4. Four consumers at their default settings, work 0: pickup, idle, drain", flush=True)
         consumers = loops.start(args.consumer, 4, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
@@ -357,46 +384,72 @@ def main():
             Loops.stop(consumers)
 
         print("5. KEDA's query", flush=True)
-        keda = scaled_object()
-        query = keda["spec"]["triggers"][0]["metadata"]["query"]
-        asked = 1 / keda["spec"]["pollingInterval"] + 1 / HPA_SYNC_PERIOD  # times per second
+        so, _ = keda_emulation.scaled_object(".")
+        query = so.query
+        asked = 1 / so.polling_interval + 1 / keda_emulation.SYNC_PERIOD  # times per second
         query_ms = {n: query_milliseconds(db, query, n) for n in (10_000, 1_000_000)}
     finally:
         pg.close()
         shutil.rmtree(logs, ignore_errors=True)
 
     def claims_row(n):
-        pgbench, consumer, article = (statistics.median(claims[column, n]) for column in
-                                      ("pgbench", "consumer", "article loop"))
-        ratio = statistics.median(c / p for c, p in zip(claims["consumer", n], claims["pgbench", n]))
-        return (f"Claims/s, {n} consumer{'s' if n > 1 else ''}, work 0",
-                f"pgbench {pgbench:.0f}, consumer {consumer:.0f} ({ratio:.2f} of pgbench), article loop {article:.0f}",
-                ">= 0.9 of pgbench" if n in (1, 4) else "", ratio >= 0.9 if n in (1, 4) else None)
+        pgbench, consumer, article = (
+            statistics.median(claims[column, n]) for column in ("pgbench", "consumer", "article loop")
+        )
+        ratio = statistics.median(c / p for c, p in zip(claims["consumer", n], claims["pgbench", n], strict=True))
+        return (
+            f"Claims/s, {n} consumer{'s' if n > 1 else ''}, work 0",
+            f"pgbench {pgbench:.0f}, consumer {consumer:.0f} ({ratio:.2f} of pgbench), article loop {article:.0f}",
+            ">= 0.9 of pgbench" if n in (1, 4) else "",
+            ratio >= 0.9 if n in (1, 4) else None,
+        )
 
     count, p50, p99, worst = pickup
     rows = [
         *(claims_row(n) for n in counts),
-        (f"Pickup latency, 4 idle consumers, {count} jobs",
-         f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (max {worst * 1000:.1f} ms)",
-         "p50 <= 10 ms, p99 <= 50 ms", p50 <= 0.010 and p99 <= 0.050),
-        (f"Idle load, 4 consumers, {args.idle_seconds} s", f"{idle:.3f} transactions/s per consumer",
-         "<= 0.1", idle <= 0.1),
-        (f"Drain {args.backlog:,} jobs, 4 consumers",
-         f"last tenth {tenths[-1] / tenths[0]:.2f} of the first ({tenths[-1]:.0f}/s against {tenths[0]:.0f}/s), "
-         f"slowest {min(tenths) / tenths[0]:.2f}; {drain_seconds:.0f} s", ">= 0.8", tenths[-1] / tenths[0] >= 0.8),
-        *((f"KEDA's query, {n:,} jobs",
-           f"{query_ms[n]:.1f} ms; {asked * 15:.0f} times per 15 s: {query_ms[n] / 1000 * asked:.2%} of a CPU",
-           "", None) for n in query_ms),
+        (
+            f"Pickup latency, 4 idle consumers, {count} jobs",
+            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (max {worst * 1000:.1f} ms)",
+            "p50 <= 10 ms, p99 <= 50 ms",
+            p50 <= 0.010 and p99 <= 0.050,
+        ),
+        (
+            f"Idle load, 4 consumers, {args.idle_seconds} s",
+            f"{idle:.3f} transactions/s per consumer",
+            "<= 0.1",
+            idle <= 0.1,
+        ),
+        (
+            f"Drain {args.backlog:,} jobs, 4 consumers",
+            f"last tenth {tenths[-1] / tenths[0]:.2f} of the first ({tenths[-1]:.0f}/s against {tenths[0]:.0f}/s), "
+            f"slowest {min(tenths) / tenths[0]:.2f}; {drain_seconds:.0f} s",
+            ">= 0.8",
+            tenths[-1] / tenths[0] >= 0.8,
+        ),
+        *(
+            (
+                f"KEDA's query, {n:,} jobs",
+                f"{query_ms[n]:.1f} ms; {asked * 15:.0f} times per 15 s: {query_ms[n] / 1000 * asked:.2%} of a CPU",
+                "",
+                None,
+            )
+            for n in query_ms
+        ),
     ]
     print()
-    print(f"make bench, {started:%Y-%m-%d %H:%M %Z}: PostgreSQL {version} (embedded), Python {platform.python_version()}")
+    print(
+        f"make bench, {started:%Y-%m-%d %H:%M %Z}: PostgreSQL {version} (embedded), Python {platform.python_version()}"
+    )
     print(f"{machine()}; load average {load_at_start:.2f} at the start, {load():.2f} at the end")
-    print(f"Claims/s: pgbench and consumer the median of {args.rounds} runs of {args.seconds} s, taken in turns, and"
-          f" the median of the {args.rounds} ratios; article loop 1 run")
+    print(
+        f"Claims/s: pgbench and consumer the median of {args.rounds} runs of {args.seconds} s, taken in turns, and"
+        f" the median of the {args.rounds} ratios; article loop 1 run"
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print(f"{'':{widths[0]}}  {'measured':{widths[1]}}  {'goal':{widths[2]}}  met")
     for what, measured, goal, met in rows:
-        print(f"{what:{widths[0]}}  {measured:{widths[1]}}  {goal:{widths[2]}}  {'' if met is None else 'yes' if met else 'NO'}")
+        verdict = "" if met is None else "yes" if met else "NO"
+        print(f"{what:{widths[0]}}  {measured:{widths[1]}}  {goal:{widths[2]}}  {verdict}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`make chart` and `make steady`: the README's scaling numbers, measured with `make run`'s emulation of KEDA
+"""`make docs-burst` and `make docs-steady`: the scaling chapter's numbers, measured with `make run`'s emulation of KEDA
 and its HPA, in real time, with the article's timings (the loops' defaults: a job every 1-3 s, 2-10 s of work).
 
     bench/scaling.py burst    `make run TIMELINE=docs/scaling-burst.csv`; BURST_AT seconds in, `make burst
@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +40,14 @@ def read(path):
 def start_run(timeline, title, log):
     timeline.unlink(missing_ok=True)  # the rows waited for must be this run's
     env = {k: v for k, v in os.environ.items() if k not in TIMINGS and k != "DATABASE_URL"}
-    return subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--timeline", str(timeline),
-                             "--title", title], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "run.py"), "--timeline", str(timeline), "--title", title],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_for_row(timeline, seconds, run):
@@ -75,17 +81,23 @@ def burst(args):
     so, _ = keda_emulation.scaled_object(".")
     timeline = ROOT / "docs" / "scaling-burst.csv"
     log_path = Path(tempfile.mkdtemp(prefix="jobqueue-chart-")) / "run.log"
-    title = (f"make chart: make run (base ScaledObject), make burst JOBS={args.jobs} at {args.burst_at:g} s "
-             f"- emulation of KEDA and its HPA, real time")
+    title = (
+        f"make docs-burst: make run (base ScaledObject), make burst JOBS={args.jobs} at {args.burst_at:g} s "
+        f"- emulation of KEDA and its HPA, real time"
+    )
     with open(log_path, "w") as log:
         run = start_run(timeline, title, log)
         try:
             at = wait_for_row(timeline, args.burst_at, run)
-        # This run's own database, even if another `make run` is what .venv/make-run.json points at.
+            # This run's own database, even if another `make run` is what .venv/make-run.json points at.
             url = re.search(r"listening on (\S+)", log_path.read_text()).group(1)
             env = {**{k: v for k, v in os.environ.items() if k not in TIMINGS}, "DATABASE_URL": url}
-            subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(args.jobs)], env=env,
-                           stdout=subprocess.DEVNULL, check=True)
+            subprocess.run(
+                [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(args.jobs)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                check=True,
+            )
             print(f"Burst of {args.jobs} jobs pushed right after the evaluation at {at:g} s; log in {log_path}")
             wait_for_row(timeline, args.duration, run)
         finally:
@@ -100,8 +112,10 @@ def burst(args):
     before = [r for r in rows if r["seconds"] <= at]
     print(f"Before the burst: {before[-1]['desired']:g} consumers, {before[-1]['jobs']:g} jobs counted at {at:g} s")
     print(f"First evaluation after it: {after[0]['seconds'] - at:g} s later, {after[0]['jobs']:g} jobs counted")
-    print(f"Peak: {top['desired']:g} consumers decided {top['seconds'] - at:g} s after the burst "
-          f"({peak:g} processes alive at most, first {peak_row['seconds'] - at:g} s after it)")
+    print(
+        f"Peak: {top['desired']:g} consumers decided {top['seconds'] - at:g} s after the burst "
+        f"({peak:g} processes alive at most, first {peak_row['seconds'] - at:g} s after it)"
+    )
     if back:
         print(f"Back to the minimum ({so.min_replica_count}): {back['seconds'] - at:g} s after the burst")
     else:
@@ -114,7 +128,7 @@ def burst(args):
 def steady(args):
     timeline = ROOT / "docs" / "scaling-steady.csv"
     log_path = Path(tempfile.mkdtemp(prefix="jobqueue-steady-")) / "run.log"
-    title = f"make steady: make run (base ScaledObject) for {args.minutes:g} min - emulation of KEDA and its HPA"
+    title = f"make docs-steady: make run (base ScaledObject) for {args.minutes:g} min - emulation of KEDA and its HPA"
     with open(log_path, "w") as log:
         run = start_run(timeline, title, log)
         print(f"Running for {args.minutes:g} min; log in {log_path}")
@@ -125,16 +139,20 @@ def steady(args):
     rows = [r for r in read(timeline) if r["seconds"] >= args.warmup]
     desired = Counter(int(r["desired"]) for r in rows)
     jobs = sorted(r["jobs"] for r in rows)
-    changes = sum(1 for a, b in zip(rows, rows[1:]) if a["desired"] != b["desired"])
-    print(f"{len(rows)} evaluations from {args.warmup:g} s to {rows[-1]['seconds']:g} s; "
-          f"the count changed at {changes} of them")
+    changes = sum(1 for a, b in pairwise(rows) if a["desired"] != b["desired"])
+    print(
+        f"{len(rows)} evaluations from {args.warmup:g} s to {rows[-1]['seconds']:g} s; "
+        f"the count changed at {changes} of them"
+    )
     print("consumers | share of evaluations")
     for count in sorted(desired):
         print(f"{count:>9} | {desired[count] / len(rows):.0%}")
     deciles = statistics.quantiles(jobs, n=10)
-    print(f"jobs counted: min {jobs[0]:g}, 10th percentile {deciles[0]:g}, median {statistics.median(jobs):g}, "
-          f"90th percentile {deciles[-1]:g}, max {jobs[-1]:g}; "
-          f"mean consumers {statistics.mean(r['desired'] for r in rows):.2f}")
+    print(
+        f"jobs counted: min {jobs[0]:g}, 10th percentile {deciles[0]:g}, median {statistics.median(jobs):g}, "
+        f"90th percentile {deciles[-1]:g}, max {jobs[-1]:g}; "
+        f"mean consumers {statistics.mean(r['desired'] for r in rows):.2f}"
+    )
 
 
 def main():

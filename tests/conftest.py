@@ -99,8 +99,10 @@ class Server:
         conn = psycopg2.connect(self.admin_url)
         try:
             with conn, conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                            (parse_dsn(url)["dbname"],))
+                cur.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (parse_dsn(url)["dbname"],),
+                )
                 return cur.fetchone()[0]
         finally:
             conn.close()
@@ -154,6 +156,7 @@ def db_url(server):
 @pytest.fixture
 def db(db_url):
     """Run one statement and get its rows, in a short connection of its own."""
+
     def query(sql, params=None):
         conn = psycopg2.connect(db_url)
         try:
@@ -162,6 +165,7 @@ def db(db_url):
                 return cur.fetchall() if cur.description else None
         finally:
             conn.close()
+
     return query
 
 
@@ -172,8 +176,13 @@ class Loop:
         self.log_path = log_path
         self.log = open(log_path, "w")
         base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / script)], env={**base, **env},
-                                     stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / script)],
+            env={**base, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     @property
     def output(self):
@@ -208,8 +217,16 @@ class Loop:
         self.log.close()
 
 
-CONFIG_VARIABLES = {"DATABASE_URL", "PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX", "PUSH_COUNT",
-                    "PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "POLL_INTERVAL", "HOSTNAME"}
+CONFIG_VARIABLES = {
+    "DATABASE_URL",
+    "PUSH_INTERVAL_MIN",
+    "PUSH_INTERVAL_MAX",
+    "PUSH_COUNT",
+    "PROCESS_TIME_MIN",
+    "PROCESS_TIME_MAX",
+    "POLL_INTERVAL",
+    "HOSTNAME",
+}
 
 
 @pytest.fixture
@@ -254,8 +271,9 @@ def docker_engine():
     if docker is None:
         pytest.skip(NO_ENGINE)
     try:
-        result = subprocess.run([docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
-                                timeout=15)
+        result = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=15
+        )
     except subprocess.TimeoutExpired:
         pytest.skip(NO_ENGINE)
     if result.returncode != 0:

@@ -4,10 +4,10 @@
 # In a kind cluster of its own (created, or reused if it exists), it installs KEDA at the version README.md
 # names and waits for it, builds both images and loads them into the node, runs `kubectl apply -k .`, waits
 # for Postgres and for the ScaledObject to be Ready, and then, with the pusher Deployment scaled to 0 so that
-# every job is accounted for, creates the burst of tools/burst-job.yaml and checks that:
+# every job is accounted for, creates the burst of k8s/burst-job.yaml and checks that:
 #   the HPA's desired replicas and the ready consumers rise above 1; the queue drains; the consumers come
 #   back to minReplicaCount; every job of the burst is in done_jobs (its primary key allows it once).
-# Then the same with overlays/scale-to-zero, which must first reach 0 consumers and wake on the burst.
+# Then the same with k8s/overlays/scale-to-zero, which must first reach 0 consumers and wake on the burst.
 # Every timeout is derived from the ScaledObject as applied and from the HPA's timings, and printed with its
 # derivation. While it waits it prints a timeline, the columns of `make run`'s timeline:
 #   seconds,jobs,desired,consumers   (seconds since the burst, the trigger query's result, the HPA's
@@ -27,7 +27,7 @@ KEDA_VERSION=2.21.1
 KIND_VERSION=v0.33.0
 NODE_IMAGE=${KIND_NODE_IMAGE:-kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed}
 KEDA_MANIFEST=https://github.com/kedacore/keda/releases/download/v$KEDA_VERSION/keda-$KEDA_VERSION.yaml
-NAMESPACE="job-processing"  # k8s/kustomization.yaml's namespace
+NAMESPACE="job-processing"  # k8s/base/kustomization.yaml's namespace
 SCALED_OBJECT="job-consumer-scaler"
 
 # Timings not written in our manifests, from Kubernetes' and KEDA's documentation:
@@ -166,7 +166,7 @@ k -n keda wait --for=condition=Available deployment --all --timeout=300s
 k wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=120s
 
 say "the images, built and loaded into the node"
-# The names and tags kustomize renders (k8s/kustomization.yaml sets them once); each is built from its folder.
+# The names and tags kustomize renders (k8s/base/kustomization.yaml sets them once); each is built from its folder.
 images=()
 while IFS= read -r image; do images+=("$image"); done \
   < <(kubectl kustomize . | sed -n 's/^ *image: \(job-[a-z]*:.*\)$/\1/p' | sort -u)
@@ -280,9 +280,9 @@ run_variant() {
   local baseline
   baseline=$(sql 'SELECT coalesce(max(id), 0) FROM done_jobs')
 
-  say "$label: a burst, kubectl create -f tools/burst-job.yaml"
+  say "$label: a burst, kubectl create -f k8s/burst-job.yaml"
   local job burst
-  job=$(k create -f tools/burst-job.yaml -o name) || { fail "kubectl create -f tools/burst-job.yaml"; return 1; }
+  job=$(k create -f k8s/burst-job.yaml -o name) || { fail "kubectl create -f k8s/burst-job.yaml"; return 1; }
   job=job/${job#*/}
   burst=$(field "$job" '{.spec.template.spec.containers[0].env[?(@.name=="PUSH_COUNT")].value}')
   echo "  $job pushes $burst jobs; the timeouts, from the numbers above:"
@@ -320,7 +320,7 @@ run_variant() {
 
 min=1 poll=0 cooldown=0 window=0 grace=0
 run_variant . "base (minReplicaCount 1)" || true
-run_variant overlays/scale-to-zero "scale to zero (minReplicaCount 0)" || true
+run_variant k8s/overlays/scale-to-zero "scale to zero (minReplicaCount 0)" || true
 
 echo
 if ((failures == 0 && checks > 0)); then

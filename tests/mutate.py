@@ -31,6 +31,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "tests" / "mutants.yaml"
 FIELDS = ("id", "file", "find", "replace", "bug", "tests")
+# The whole suite but the style checks: ruff would fail any mutant whose replacement it would have formatted
+# otherwise, and a mutant is there to find out whether a bug is caught, not its layout.
+FULL = ["tests", "--deselect", "tests/test_style.py"]
 TIMEOUT = 900  # seconds for one mutant's tests; a hang this long fails `make test` too, so it counts as killed
 
 
@@ -51,13 +54,21 @@ def load(path=MUTANTS):
             raise ValueError(f"{path}: mutant #{n + 1}: id {mutant['id']!r} is not a unique lower-case-dashed name")
         seen.add(mutant["id"])
         tests = mutant["tests"]
-        if not isinstance(tests, list) or not tests or not all(isinstance(t, str) and t.startswith("tests/")
-                                                                 for t in tests):
+        if (
+            not isinstance(tests, list)
+            or not tests
+            or not all(isinstance(t, str) and t.startswith("tests/") for t in tests)
+        ):
             raise ValueError(f"{path}: {mutant['id']}: tests must be a list of paths or node ids under tests/")
-        if not all(isinstance(mutant[k], str) for k in ("file", "find", "replace", "bug")) or \
-                mutant["find"] == mutant["replace"] or not mutant["find"]:
-            raise ValueError(f"{path}: {mutant['id']}: file, find, replace and bug are text, find non-empty "
-                             "and different from replace")
+        if (
+            not all(isinstance(mutant[k], str) for k in ("file", "find", "replace", "bug"))
+            or mutant["find"] == mutant["replace"]
+            or not mutant["find"]
+        ):
+            raise ValueError(
+                f"{path}: {mutant['id']}: file, find, replace and bug are text, find non-empty "
+                "and different from replace"
+            )
     return mutants
 
 
@@ -84,8 +95,13 @@ def mutated(mutant, root=ROOT):
 
 def project_files():
     """What a fresh clone would hold, with the working tree's changes: tracked and new, not ignored, files."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [name for name in listing.split("\0") if name and (ROOT / name).is_file()]
 
 
@@ -100,8 +116,14 @@ def run_tests(tree, tests, log_path):
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     with open(log_path, "w") as log:
         try:
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                                  cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=TIMEOUT)
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                cwd=tree,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=TIMEOUT,
+            )
             code = proc.returncode
         except subprocess.TimeoutExpired:
             code = None
@@ -136,11 +158,13 @@ def duration(seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("ids", nargs="*", help="the mutants to run (default: all)")
-    parser.add_argument("--full", action="store_true", help="run the whole suite against each mutant, "
-                                                            "not only the tests it names")
+    parser.add_argument(
+        "--full", action="store_true", help="run the whole suite against each mutant, not only the tests it names"
+    )
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
-    parser.add_argument("--no-baseline", action="store_true",
-                        help="skip the check that the tests pass on the unmutated copy")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the check that the tests pass on the unmutated copy"
+    )
     args = parser.parse_args()
 
     try:
@@ -179,15 +203,17 @@ def main():
 
         if not args.no_baseline:
             # The same tests on the unmutated copy must pass, or a failure below would prove nothing.
-            selection = ["tests"] if args.full else list(dict.fromkeys(t for m in chosen for t in m["tests"]))
+            selection = FULL if args.full else list(dict.fromkeys(t for m in chosen for t in m["tests"]))
             # A node id inside a file that is selected whole would run twice.
             selection = [t for t in selection if "::" not in t or t.split("::")[0] not in selection]
             print(f"Baseline: {' '.join(selection)}, unmutated ...", flush=True)
             t0 = time.monotonic()
             code, output = run_tests(pristine, selection, tmp / "baseline.log")
             if verdict(code, output)[0] != "SURVIVED":
-                print(f"mutate: the tests fail without any mutant, so no verdict would mean anything:\n"
-                      f"{tail(output)}", file=sys.stderr)
+                print(
+                    f"mutate: the tests fail without any mutant, so no verdict would mean anything:\n{tail(output)}",
+                    file=sys.stderr,
+                )
                 return 2
             print(f"Baseline passed in {duration(time.monotonic() - t0)}", flush=True)
 
@@ -198,11 +224,14 @@ def main():
             shutil.copytree(pristine, tree)
             (tree / mutant["file"]).write_text(mutated(mutant, pristine))
             t0 = time.monotonic()
-            code, output = run_tests(tree, ["tests"] if args.full else mutant["tests"], tmp / "mutant.log")
+            code, output = run_tests(tree, FULL if args.full else mutant["tests"], tmp / "mutant.log")
             result, why = verdict(code, output)
             results.append((mutant, result))
-            print(f"[{n:>{len(str(len(chosen)))}}/{len(chosen)}] {result:<8} {mutant['id']:<{width}} "
-                  f"{duration(time.monotonic() - t0):>6}  {why or mutant['bug']}", flush=True)
+            print(
+                f"[{n:>{len(str(len(chosen)))}}/{len(chosen)}] {result:<8} {mutant['id']:<{width}} "
+                f"{duration(time.monotonic() - t0):>6}  {why or mutant['bug']}",
+                flush=True,
+            )
             if result == "ERROR":
                 print(tail(output), flush=True)
             shutil.rmtree(tree)
@@ -210,8 +239,10 @@ def main():
     killed = [m["id"] for m, r in results if r == "KILLED"]
     survived = [m["id"] for m, r in results if r == "SURVIVED"]
     errors = [m["id"] for m, r in results if r == "ERROR"]
-    print(f"\nScore: {len(killed)}/{len(results)} killed ({100 * len(killed) // len(results)}%) "
-          f"in {duration(time.monotonic() - started)}")
+    print(
+        f"\nScore: {len(killed)}/{len(results)} killed ({100 * len(killed) // len(results)}%) "
+        f"in {duration(time.monotonic() - started)}"
+    )
     if survived:
         print(f"Survived: {', '.join(survived)}")
     if errors:

@@ -2,7 +2,7 @@
 
 `make burst` and `make watch` run against a real database; the Compose command is checked against
 docker-compose.yml as `docker compose config` reads it (no engine needed), and the pusher's own configuration
-check accepts what it sets. The cluster's burst, tools/burst-job.yaml, is checked with the manifests.
+check accepts what it sets. The cluster's burst, k8s/burst-job.yaml, is checked with the manifests.
 """
 
 import os
@@ -13,7 +13,6 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import CONFIG_VARIABLES, ROOT, load_loop
 from test_compose import run_compose
 
@@ -26,8 +25,13 @@ def clean_env(**extra):
 
 
 def test_make_burst_pushes_that_many_jobs_with_the_pusher(db_url, db):
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "25"],
-                            env=clean_env(DATABASE_URL=db_url), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "25"],
+        env=clean_env(DATABASE_URL=db_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Stopped after pushing 25 jobs" in result.stdout
     assert db("SELECT count(*) FROM jobs") == [(25,)]
@@ -35,16 +39,19 @@ def test_make_burst_pushes_that_many_jobs_with_the_pusher(db_url, db):
 
 def test_make_burst_without_a_run_says_so_in_one_line(tmp_path, monkeypatch):
     import burst
+
     monkeypatch.setattr(burst, "RUNNING", tmp_path / "make-run.json")  # no run under way
     monkeypatch.delenv("DATABASE_URL", raising=False)
     with pytest.raises(SystemExit) as stopped:
         burst.database_url("burst")
-    assert str(stopped.value) == ("make burst: no `make run` is running (start one in another terminal), "
-                                  "and no DATABASE_URL was given")
+    assert str(stopped.value) == (
+        "make burst: no `make run` is running (start one in another terminal), and no DATABASE_URL was given"
+    )
 
 
 def test_a_stale_run_file_is_not_followed(tmp_path, monkeypatch):
     import burst
+
     stale = tmp_path / "make-run.json"
     stale.write_text('{"pid": 999999999, "database_url": "postgresql://x@y/z"}')  # no such process
     monkeypatch.setattr(burst, "RUNNING", stale)
@@ -52,14 +59,22 @@ def test_a_stale_run_file_is_not_followed(tmp_path, monkeypatch):
 
 
 def test_make_watch_shows_queued_in_progress_and_done(db_url, spawn):
-    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="consumer-1", PROCESS_TIME_MIN="8",
-                     PROCESS_TIME_MAX="8")
-    subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "4"],
-                   env=clean_env(DATABASE_URL=db_url), capture_output=True, timeout=60, check=True)
+    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="consumer-1", PROCESS_TIME_MIN="8", PROCESS_TIME_MAX="8")
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "4"],
+        env=clean_env(DATABASE_URL=db_url),
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     consumer.wait_for("Processing job")
-    watch = subprocess.Popen([sys.executable, str(ROOT / "tools" / "watch.py"), "--interval", "0.5"],
-                             env=clean_env(DATABASE_URL=db_url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    watch = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "watch.py"), "--interval", "0.5"],
+        env=clean_env(DATABASE_URL=db_url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         header = watch.stdout.readline().split()
         if header[0] == "(no":  # no cluster here, so no HPA column: said in one line first
@@ -76,12 +91,14 @@ def test_make_watch_shows_queued_in_progress_and_done(db_url, spawn):
 def test_watch_reads_without_locking():
     """Its one statement: counts and pg_stat_activity, never FOR UPDATE, SKIP LOCKED or pg_advisory."""
     import watch
+
     assert not re.search(r"FOR (NO KEY )?UPDATE|FOR SHARE|SKIP LOCKED|advisory|LOCK ", watch.SAMPLE_SQL, re.I)
 
 
 def compose_burst_command():
-    (command,) = [line for line in README.splitlines()
-                  if line.startswith("docker compose run") and "PUSH_COUNT" in line]
+    (command,) = [
+        line for line in README.splitlines() if line.startswith("docker compose run") and "PUSH_COUNT" in line
+    ]
     return shlex.split(command)
 
 
@@ -102,5 +119,5 @@ def test_the_readmes_compose_burst_matches_docker_compose_yml():
 
 
 def test_the_readmes_cluster_burst_is_the_burst_job():
-    assert "kubectl create -f tools/burst-job.yaml" in README
-    assert (ROOT / "tools" / "burst-job.yaml").exists()
+    assert "kubectl create -f k8s/burst-job.yaml" in README
+    assert (ROOT / "k8s" / "burst-job.yaml").exists()

@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 import compose
+import localpg  # tools/, put on the path by conftest.py
 import pytest
 import yaml
-from psycopg2.extensions import parse_dsn
-
-import localpg  # tools/, put on the path by conftest.py
 from conftest import load_loop
+from psycopg2.extensions import parse_dsn
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -33,10 +32,14 @@ STOP_MARGIN = 10.0  # seconds
 
 def run_compose(*args):
     # Variables of the host that the file interpolates are left out, so the file's own defaults are tested.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"}
-    return subprocess.run([str(COMPOSE), "-f", str(COMPOSE_FILE), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"
+    }
+    return subprocess.run(
+        [str(COMPOSE), "-f", str(COMPOSE_FILE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def duration(text):
@@ -62,7 +65,7 @@ def option(words, short, long):
         if word.startswith(long + "="):
             return word.split("=", 1)[1]
         if word.startswith(short) and len(word) > len(short) and not word.startswith("--"):
-            return word[len(short):]
+            return word[len(short) :]
     return None
 
 
@@ -109,8 +112,11 @@ def test_the_healthcheck_names_the_role_and_database_and_uses_tcp(services):
 
 
 def test_init_sql_is_mounted_read_only_into_the_init_directory(services):
-    mounts = [v for v in services["postgres"]["volumes"]
-              if v["type"] == "bind" and Path(v["source"]) == ROOT / "db" / "init.sql"]
+    mounts = [
+        v
+        for v in services["postgres"]["volumes"]
+        if v["type"] == "bind" and Path(v["source"]) == ROOT / "db" / "init.sql"
+    ]
     assert len(mounts) == 1, services["postgres"]["volumes"]
     target = mounts[0]["target"]
     assert target.startswith("/docker-entrypoint-initdb.d/") and target.endswith(".sql")
@@ -138,16 +144,19 @@ def test_the_loops_are_built_from_their_folders_under_the_kubernetes_image_names
     service = services[name]
     assert Path(service["build"]["context"]) == ROOT / name
     assert (ROOT / name / service["build"].get("dockerfile", "Dockerfile")).is_file()
-    # The names k8s/ runs (and kustomization.yaml's `images:` sets): build once, run in either.
+    # The names k8s/ runs (and k8s/base/kustomization.yaml's `images:` sets): build once, run in either.
     assert service["image"] == f"job-{name}:1.0.0"
 
 
 def test_compose_runs_the_images_the_manifests_run(services):
     result = subprocess.run([str(KUBECTL), "kustomize", str(ROOT)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    rendered = {container["image"]
-                for doc in yaml.safe_load_all(result.stdout) if doc and doc["kind"] in ("Deployment", "StatefulSet")
-                for container in doc["spec"]["template"]["spec"]["containers"]}
+    rendered = {
+        container["image"]
+        for doc in yaml.safe_load_all(result.stdout)
+        if doc and doc["kind"] in ("Deployment", "StatefulSet")
+        for container in doc["spec"]["template"]["spec"]["containers"]
+    }
     assert {service["image"] for service in services.values()} == rendered
 
 
@@ -189,7 +198,8 @@ def test_a_stopping_consumer_has_time_to_finish_its_job(services):
     _, _, process_time_max, _, _ = load_loop("consumer").read_config(consumer["environment"])
     grace = duration(consumer.get("stop_grace_period", "10s"))  # compose's default is 10 s
     assert grace >= process_time_max + STOP_MARGIN, (
-        f"stop_grace_period {grace:g}s leaves no margin over PROCESS_TIME_MAX {process_time_max:g}s")
+        f"stop_grace_period {grace:g}s leaves no margin over PROCESS_TIME_MAX {process_time_max:g}s"
+    )
 
 
 def test_the_consumer_can_be_scaled(services):
@@ -212,6 +222,7 @@ def test_duration_rejects(text):
 @pytest.mark.parametrize("name", ["pusher", "consumer"])
 def test_compose_runs_the_loops_with_the_settings_the_deployments_give_them(services, name):
     from test_manifests import containers, env, objects, one
+
     (container,) = containers(one(objects("base"), "Deployment", f"job-{name}")["spec"]["template"])
     in_cluster = {k: v["value"] for k, v in env(container).items() if "value" in v}
     in_compose = {k: v for k, v in services[name]["environment"].items() if k != "DATABASE_URL"}
@@ -236,12 +247,14 @@ DOCKER_DEFAULT_STOP_SECONDS = 10
 
 def test_postgres_gets_the_time_to_shut_down_that_the_cluster_gives_it(services):
     from test_manifests import objects, one
+
     # The image's STOPSIGNAL is SIGINT, a fast shutdown: transactions roll back and a last checkpoint is written.
     # Its Dockerfile (docker-library/postgres, 18/trixie) recommends more than the runtimes' default 10 s before
     # SIGKILL, which would leave a crash to recover from. That time is the server's, whatever stops it: compose
-    # gives it what k8s/postgres.yaml's terminationGracePeriodSeconds gives it.
+    # gives it what k8s/base/postgres.yaml's terminationGracePeriodSeconds gives it.
     in_cluster = one(objects("base"), "StatefulSet", "postgres")["spec"]["template"]["spec"].get(
-        "terminationGracePeriodSeconds", 30)  # Kubernetes' default
+        "terminationGracePeriodSeconds", 30
+    )  # Kubernetes' default
     in_compose = duration(services["postgres"].get("stop_grace_period", f"{DOCKER_DEFAULT_STOP_SECONDS}s"))
     assert in_cluster > DOCKER_DEFAULT_STOP_SECONDS
     assert in_compose == in_cluster

@@ -7,15 +7,21 @@ import time
 
 import psycopg2
 import pytest
-
-from conftest import ROOT, load_loop, wait_until
+from conftest import ROOT, load_loop
 
 LOOPS = ["pusher", "consumer"]
 # A port nothing listens on: a loop that accepted its configuration would retry here instead of exiting.
 NOWHERE = "postgresql://jobuser:jobpass123@127.0.0.1:9/jobqueue"
 
-MALFORMED_URLS = ["", "   ", "garbage", "mysql://u:p@h/db", "postgresql://u:p@h:5432/db?nosuchoption=1",
-                  "postgresql://u:p@h:abc/db", "host=h port=x"]
+MALFORMED_URLS = [
+    "",
+    "   ",
+    "garbage",
+    "mysql://u:p@h/db",
+    "postgresql://u:p@h:5432/db?nosuchoption=1",
+    "postgresql://u:p@h:abc/db",
+    "host=h port=x",
+]
 BAD_SECONDS = ["", " ", "abc", "-1", "-0.5", "nan", "inf", "1,5", "10s"]
 BAD_COUNTS = ["", "abc", "-1", "2.5", "1e3", "five"]
 
@@ -25,7 +31,10 @@ def bad_cases():
         yield loop, {}, "DATABASE_URL"
         for url in MALFORMED_URLS:
             yield loop, {"DATABASE_URL": url}, "DATABASE_URL"
-    timing = {"pusher": ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX"), "consumer": ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX")}
+    timing = {
+        "pusher": ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX"),
+        "consumer": ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX"),
+    }
     for loop, names in timing.items():
         for name in names:
             for value in BAD_SECONDS:
@@ -39,9 +48,16 @@ def bad_cases():
         yield "consumer", {"DATABASE_URL": NOWHERE, "POLL_INTERVAL": value}, "POLL_INTERVAL"
 
 
-@pytest.mark.parametrize("loop,env,variable", list(bad_cases()),
-                         ids=[f"{loop}-{'-'.join(f'{k}={v!r}' for k, v in env.items() if k != 'DATABASE_URL' or env[k] != NOWHERE) or 'unset'}"
-                              for loop, env, _ in bad_cases()])
+def case_name(env):
+    shown = [f"{k}={v!r}" for k, v in env.items() if k != "DATABASE_URL" or v != NOWHERE]
+    return "-".join(shown) or "unset"
+
+
+@pytest.mark.parametrize(
+    "loop,env,variable",
+    list(bad_cases()),
+    ids=[f"{loop}-{case_name(env)}" for loop, env, _ in bad_cases()],
+)
 def test_bad_configuration_exits_with_one_line_naming_the_variable(loop, env, variable, spawn):
     proc = spawn(loop, **env)
     assert proc.wait(10) == 2, proc.output
@@ -52,9 +68,15 @@ def test_bad_configuration_exits_with_one_line_naming_the_variable(loop, env, va
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-@pytest.mark.parametrize("url", ["postgresql://jobuser:s3cret@h:5432/db?nosuchoption=1",
-                                 "postgresql://jobuser:s3cret@h:x/db", "host=h password=s3cret port=x",
-                                 "password=s3cret garbage"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://jobuser:s3cret@h:5432/db?nosuchoption=1",
+        "postgresql://jobuser:s3cret@h:x/db",
+        "host=h password=s3cret port=x",
+        "password=s3cret garbage",
+    ],
+)
 def test_a_malformed_url_is_not_echoed_since_it_may_hold_a_password(loop, url, spawn):
     proc = spawn(loop, DATABASE_URL=url)
     assert proc.wait(10) == 2
@@ -63,8 +85,10 @@ def test_a_malformed_url_is_not_echoed_since_it_may_hold_a_password(loop, url, s
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_good_values_at_the_edges_are_accepted(loop, db_url, db, spawn):
-    env = {"pusher": {"PUSH_INTERVAL_MIN": "0", "PUSH_INTERVAL_MAX": "0", "PUSH_COUNT": " 3 "},
-           "consumer": {"PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "0.5", "POLL_INTERVAL": "0.5"}}[loop]
+    env = {
+        "pusher": {"PUSH_INTERVAL_MIN": "0", "PUSH_INTERVAL_MAX": "0", "PUSH_COUNT": " 3 "},
+        "consumer": {"PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "0.5", "POLL_INTERVAL": "0.5"},
+    }[loop]
     if loop == "consumer":
         db("INSERT INTO jobs (payload) VALUES ('x')")
     proc = spawn(loop, DATABASE_URL=db_url, **env)
@@ -83,11 +107,14 @@ def keyvalue_url(url, **changes):
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-@pytest.mark.parametrize("problem,change,says", [
-    ("server down", {"port": "9"}, "Connection refused"),
-    ("wrong password", {"password": "wrong"}, 'password authentication failed for user "jobuser"'),
-    ("no such database", {"dbname": "nosuchdb"}, 'database "nosuchdb" does not exist'),
-])
+@pytest.mark.parametrize(
+    "problem,change,says",
+    [
+        ("server down", {"port": "9"}, "Connection refused"),
+        ("wrong password", {"password": "wrong"}, 'password authentication failed for user "jobuser"'),
+        ("no such database", {"dbname": "nosuchdb"}, 'database "nosuchdb" does not exist'),
+    ],
+)
 def test_an_unreachable_database_is_retried_with_a_clear_line(loop, problem, change, says, db_url, spawn):
     proc = spawn(loop, DATABASE_URL=keyvalue_url(db_url, **change))
     proc.wait_for(says, count=2, timeout=15)  # at least twice: it keeps trying
@@ -101,7 +128,14 @@ def test_an_unreachable_database_is_retried_with_a_clear_line(loop, problem, cha
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_database_without_the_tables_is_retried_until_they_exist(loop, server, spawn):
     url = server.new_database(schema=False)
-    proc = spawn(loop, DATABASE_URL=url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.1")
+    proc = spawn(
+        loop,
+        DATABASE_URL=url,
+        PROCESS_TIME_MIN="0",
+        PROCESS_TIME_MAX="0.1",
+        PUSH_INTERVAL_MIN="0",
+        PUSH_INTERVAL_MAX="0.1",
+    )
     proc.wait_for('relation "jobs" does not exist: has db/init.sql been applied?', count=2, timeout=15)
     conn = psycopg2.connect(url)
     with conn, conn.cursor() as cur:
@@ -158,18 +192,29 @@ def test_signals_are_handled_while_waiting_for_a_database(loop, spawn):
     assert proc.wait(5) == 0
 
 
-@pytest.mark.parametrize("loop,grants,says", [
-    ("pusher", "GRANT SELECT ON jobs, done_jobs TO {role}", "permission denied for table jobs"),
-    ("consumer", "GRANT SELECT, UPDATE, DELETE ON jobs TO {role}; GRANT SELECT ON done_jobs TO {role}",
-     "permission denied for table done_jobs"),
-])
-def test_a_role_without_the_rights_it_needs_gets_a_clear_line_and_loses_nothing(loop, grants, says, local_server,
-                                                                                 db_url, db, spawn):
+@pytest.mark.parametrize(
+    "loop,grants,says",
+    [
+        ("pusher", "GRANT SELECT ON jobs, done_jobs TO {role}", "permission denied for table jobs"),
+        (
+            "consumer",
+            "GRANT SELECT, UPDATE, DELETE ON jobs TO {role}; GRANT SELECT ON done_jobs TO {role}",
+            "permission denied for table done_jobs",
+        ),
+    ],
+)
+def test_a_role_without_the_rights_it_needs_gets_a_clear_line_and_loses_nothing(
+    loop, grants, says, local_server, db_url, db, spawn
+):
     role = f"limited_{loop}"
     db(f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'limited'; " + grants.format(role=role))
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('kept') RETURNING id")
-    proc = spawn(loop, DATABASE_URL=keyvalue_url(db_url, user=role, password="limited"),
-                 PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+    proc = spawn(
+        loop,
+        DATABASE_URL=keyvalue_url(db_url, user=role, password="limited"),
+        PROCESS_TIME_MIN="0",
+        PROCESS_TIME_MAX="0",
+    )
     proc.wait_for(f"Database error ({says}); reconnecting in 2s")
     first = time.monotonic()
     proc.wait_for(f"Database error ({says}); reconnecting in 2s", count=2, timeout=15)
@@ -187,7 +232,7 @@ def documented_defaults():
     for row in re.findall(r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)*) \| \w+ \| ([0-9., ]+) \|", section, re.M):
         names, values = re.findall(r"`([A-Z_]+)`", row[0]), [float(v) for v in row[1].split(",")]
         assert len(names) == len(values), row
-        defaults.update(zip(names, values))
+        defaults.update(zip(names, values, strict=True))
     return defaults
 
 
@@ -197,8 +242,10 @@ def test_each_loops_defaults_are_the_ones_the_readme_documents():
     documented = documented_defaults()
     given = {"DATABASE_URL": "dbname=x", "HOSTNAME": "x"}
     _, low, high, count = load_loop("pusher").read_config(given)
-    assert {"PUSH_INTERVAL_MIN": low, "PUSH_INTERVAL_MAX": high, "PUSH_COUNT": count} == \
-           {k: documented[k] for k in ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX", "PUSH_COUNT")}
+    assert {"PUSH_INTERVAL_MIN": low, "PUSH_INTERVAL_MAX": high, "PUSH_COUNT": count} == {
+        k: documented[k] for k in ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX", "PUSH_COUNT")
+    }
     _, low, high, poll, _ = load_loop("consumer").read_config(given)
-    assert {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high, "POLL_INTERVAL": poll} == \
-           {k: documented[k] for k in ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "POLL_INTERVAL")}
+    assert {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high, "POLL_INTERVAL": poll} == {
+        k: documented[k] for k in ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "POLL_INTERVAL")
+    }

@@ -42,8 +42,13 @@ def instructions(service):
 
 
 def hadolint(*args, stdin=None):
-    return subprocess.run([str(HADOLINT), "--no-color", "--failure-threshold", "style", *args],
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", "--failure-threshold", "style", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_hadolint_passes():
@@ -61,8 +66,12 @@ def test_checkov_dockerfile_reports_no_failed_check(tmp_path):
     weak.write_text(WEAK_DOCKERFILE)
     files = [ROOT / s / "Dockerfile" for s in SERVICES] + [weak]
     args = [a for f in files for a in ("-f", str(f))]
-    result = subprocess.run([str(CHECKOV), *args, "--framework", "dockerfile", "--skip-download", "--compact",
-                             "-o", "json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(CHECKOV), *args, "--framework", "dockerfile", "--skip-download", "--compact", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(result.stdout)
     report = report[0] if isinstance(report, list) else report
     assert report["summary"]["parsing_errors"] == 0
@@ -73,8 +82,9 @@ def test_checkov_dockerfile_reports_no_failed_check(tmp_path):
         return "control" if path.resolve() == weak.resolve() else path.parent.name
 
     assert any(service(c) == "control" for c in results["failed_checks"]), "checkov passed the weak Dockerfile"
-    assert [f"{c['check_id']} {service(c)}: {c['check_name']}" for c in results["failed_checks"]
-            if service(c) != "control"] == []
+    assert [
+        f"{c['check_id']} {service(c)}: {c['check_name']}" for c in results["failed_checks"] if service(c) != "control"
+    ] == []
     assert {service(c) for c in results["passed_checks"]} >= set(SERVICES)
     # A check skipped in a Dockerfile (`# checkov:skip=ID: reason`) must say why.
     for check in results.get("skipped_checks", []):
@@ -122,10 +132,22 @@ def test_dockerfile_shape(service):
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerignore_sends_only_what_is_copied(service):
     """Docker's rule: the last matching line of .dockerignore decides; `!` lets a file back in."""
-    patterns = [line.strip() for line in (ROOT / service / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
-    candidates = ["Dockerfile", ".dockerignore", "requirements.txt", f"{service}.py", "__pycache__",
-                  f"__pycache__/{service}.cpython-311.pyc", ".env", "notes.md", "test_x.py"]
+    patterns = [
+        line.strip()
+        for line in (ROOT / service / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    candidates = [
+        "Dockerfile",
+        ".dockerignore",
+        "requirements.txt",
+        f"{service}.py",
+        "__pycache__",
+        f"__pycache__/{service}.cpython-311.pyc",
+        ".env",
+        "notes.md",
+        "test_x.py",
+    ]
 
     def sent(name):
         keep = True
@@ -139,6 +161,7 @@ def test_dockerignore_sends_only_what_is_copied(service):
 
 def test_the_images_install_the_psycopg2_the_tests_run():
     from importlib.metadata import version
+
     for service in SERVICES:
         lines = [line.split("#")[0].strip() for line in (ROOT / service / "requirements.txt").read_text().splitlines()]
         # The loops' one runtime dependency, pinned to the version every test here ran against.

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
 
 SCRIPT = ROOT / "tests" / "e2e-kind.sh"
@@ -32,8 +31,9 @@ def minor(version):
 
 
 def shellcheck(path):
-    return subprocess.run([str(SHELLCHECK), "--external-sources", str(path)], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    return subprocess.run(
+        [str(SHELLCHECK), "--external-sources", str(path)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
 
 
 @pytest.mark.parametrize("path", SHELL_SCRIPTS, ids=lambda p: str(p.relative_to(ROOT)))
@@ -44,7 +44,7 @@ def test_shell_script_passes_shellcheck(path):
 
 def test_shellcheck_reports_a_broken_script(tmp_path):
     broken = tmp_path / "broken.sh"
-    broken.write_text('#!/usr/bin/env bash\nrm -rf $1/tmp\n')
+    broken.write_text("#!/usr/bin/env bash\nrm -rf $1/tmp\n")
     result = shellcheck(broken)
     assert result.returncode == 1 and "SC2086" in result.stdout, result.stdout
 
@@ -102,9 +102,9 @@ def test_the_workflow_checks_every_download_and_pins_every_action():
 
 
 def test_the_script_names_what_the_manifests_name():
-    kustomization = yaml.safe_load((ROOT / "k8s" / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
     assert script_setting("NAMESPACE") == kustomization["namespace"]
-    keda = list(yaml.safe_load_all((ROOT / "k8s" / "keda.yaml").read_text()))
+    keda = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "keda.yaml").read_text()))
     assert script_setting("SCALED_OBJECT") in [d["metadata"]["name"] for d in keda if d["kind"] == "ScaledObject"]
 
 
@@ -144,8 +144,9 @@ def test_a_burst_that_does_not_divide_evenly_rounds_up():
     assert derive(1, 20, 5, 15, 30, 30, 10, 210)["T_DRAIN"] == 2 * (90 + 3 * 15 + 60 + (6 + 5) * 10)
 
 
-@pytest.mark.parametrize("max_replicas, steps, per_consumer", [(1, 0, 10), (4, 1, 5), (5, 1, 5), (20, 3, 5),
-                                                               (100, 6, 5)])
+@pytest.mark.parametrize(
+    "max_replicas, steps, per_consumer", [(1, 0, 10), (4, 1, 5), (5, 1, 5), (20, 3, 5), (100, 6, 5)]
+)
 def test_the_ramp_follows_the_default_scale_up(max_replicas, steps, per_consumer):
     timeouts = derive(1, max_replicas, 5, 15, 30, 30, 10, 10)
     assert timeouts["T_DRAIN"] == 2 * (90 + steps * 15 + 60 + per_consumer * 10)

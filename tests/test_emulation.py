@@ -6,21 +6,30 @@ Each expected value below is the arithmetic of the rule, written next to it, not
 
 import re
 
-import pytest
-
 import keda_emulation as k
+import pytest
 from conftest import ROOT
 
 TARGET = 5.0
 UP = k.DEFAULT_SCALE_UP  # +4 pods or +100 % per 15 s, no window
-DOWN_30 = k.Rules(30.0, "Max", (k.Policy("Percent", 100, 15.0),), 0.1)  # k8s/keda.yaml's scaleDown window
+DOWN_30 = k.Rules(30.0, "Max", (k.Policy("Percent", 100, 15.0),), 0.1)  # k8s/base/keda.yaml's scaleDown window
 
 
 def scaled_object(**changes):
     """The base ScaledObject's numbers as the defaults, so a case changes only what it is about."""
-    fields = dict(name="so", namespace="ns", query="SELECT COUNT(*) FROM jobs", target=TARGET, activation=2.0,
-                  min_replica_count=1, max_replica_count=20, polling_interval=15.0, cooldown_period=30.0,
-                  initial_cooldown_period=0.0, behavior=(UP, DOWN_30))
+    fields = dict(
+        name="so",
+        namespace="ns",
+        query="SELECT COUNT(*) FROM jobs",
+        target=TARGET,
+        activation=2.0,
+        min_replica_count=1,
+        max_replica_count=20,
+        polling_interval=15.0,
+        cooldown_period=30.0,
+        initial_cooldown_period=0.0,
+        behavior=(UP, DOWN_30),
+    )
     fields.update(changes)
     return k.ScaledObject(**fields)
 
@@ -29,23 +38,27 @@ def scaled_object(**changes):
 # replica_calculator.go GetExternalPerPodMetricReplicas: ratio = jobs / (5 x current); within [0.9, 1.1] keep
 # current, else ceil(jobs / 5).
 
-@pytest.mark.parametrize("jobs, current, expected", [
-    (23, 1, 5),      # 23 / 5 = 4.6: ceil(4.6) = 5
-    (23, 5, 5),      # 23 / 25 = 0.92: within, keep 5
-    (100, 19, 19),   # 100 / 95 = 1.053: within, keep 19 (not 20)
-    (90, 20, 20),    # 90 / 100 = 0.9: the lower edge is within, keep 20
-    (89, 20, 18),    # 0.89: outside, ceil(17.8) = 18
-    (110, 20, 20),   # 1.1: the upper edge is within, keep 20
-    (111, 20, 23),   # 1.11: outside, ceil(22.2) = 23 (max comes later)
-    (27, 6, 6),      # 27 / 30 = 0.9: within
-    (33, 6, 6),      # 33 / 30 = 1.1: within
-    (34, 6, 7),      # 1.133: ceil(6.8) = 7
-    (26, 6, 6),      # 0.867: outside, ceil(5.2) = 6: the same number, by the formula
-    (3, 1, 1),       # 0.6: ceil(0.6) = 1
-    (0, 3, 0),       # 0: ceil(0) = 0 (min comes later)
-    (5.5, 1, 1),     # 1.1: within (a fractional query result)
-    (5.6, 1, 2),     # 1.12: ceil(1.12) = 2
-])
+
+@pytest.mark.parametrize(
+    "jobs, current, expected",
+    [
+        (23, 1, 5),  # 23 / 5 = 4.6: ceil(4.6) = 5
+        (23, 5, 5),  # 23 / 25 = 0.92: within, keep 5
+        (100, 19, 19),  # 100 / 95 = 1.053: within, keep 19 (not 20)
+        (90, 20, 20),  # 90 / 100 = 0.9: the lower edge is within, keep 20
+        (89, 20, 18),  # 0.89: outside, ceil(17.8) = 18
+        (110, 20, 20),  # 1.1: the upper edge is within, keep 20
+        (111, 20, 23),  # 1.11: outside, ceil(22.2) = 23 (max comes later)
+        (27, 6, 6),  # 27 / 30 = 0.9: within
+        (33, 6, 6),  # 33 / 30 = 1.1: within
+        (34, 6, 7),  # 1.133: ceil(6.8) = 7
+        (26, 6, 6),  # 0.867: outside, ceil(5.2) = 6: the same number, by the formula
+        (3, 1, 1),  # 0.6: ceil(0.6) = 1
+        (0, 3, 0),  # 0: ceil(0) = 0 (min comes later)
+        (5.5, 1, 1),  # 1.1: within (a fractional query result)
+        (5.6, 1, 2),  # 1.12: ceil(1.12) = 2
+    ],
+)
 def test_replica_calculator(jobs, current, expected):
     assert k.replica_calculator(jobs, TARGET, current) == expected
 
@@ -59,30 +72,37 @@ def test_replica_calculator_reads_each_directions_tolerance():
 # ---------------------------------------------------------------------------------------------------------
 # horizontal.go: rate limits (calculateScaleUpLimitWithScalingRules, calculateScaleDownLimitWithBehaviors).
 
-@pytest.mark.parametrize("current, up_events, down_events, rules, expected", [
-    (1, [], [], UP, 5),            # max(1 + 4, ceil(1 x 2)) = 5
-    (5, [], [], UP, 10),           # max(9, 10)
-    (10, [], [], UP, 20),          # max(14, 20)
-    (3, [], [], UP, 7),            # max(7, 6)
-    (5, [(10.0, 4)], [], UP, 5),   # 4 added 10 s ago: the period began at 1, max(1 + 4, 2) = 5
-    (5, [(5.0, 4)], [], UP, 10),   # added exactly 15 s ago: outside the period (After, strictly)
-    (4, [], [(12.0, 2)], UP, 12),  # 2 removed 8 s ago: the period began at 6, max(6 + 4, 6 x 2) = 12
-    (5, [], [], k.Rules(0.0, "Min", UP.policies, 0.1), 9),       # min(9, 10)
-    (5, [], [], k.Rules(0.0, "Disabled", UP.policies, 0.1), 5),  # no scale-up
-])
+
+@pytest.mark.parametrize(
+    "current, up_events, down_events, rules, expected",
+    [
+        (1, [], [], UP, 5),  # max(1 + 4, ceil(1 x 2)) = 5
+        (5, [], [], UP, 10),  # max(9, 10)
+        (10, [], [], UP, 20),  # max(14, 20)
+        (3, [], [], UP, 7),  # max(7, 6)
+        (5, [(10.0, 4)], [], UP, 5),  # 4 added 10 s ago: the period began at 1, max(1 + 4, 2) = 5
+        (5, [(5.0, 4)], [], UP, 10),  # added exactly 15 s ago: outside the period (After, strictly)
+        (4, [], [(12.0, 2)], UP, 12),  # 2 removed 8 s ago: the period began at 6, max(6 + 4, 6 x 2) = 12
+        (5, [], [], k.Rules(0.0, "Min", UP.policies, 0.1), 9),  # min(9, 10)
+        (5, [], [], k.Rules(0.0, "Disabled", UP.policies, 0.1), 5),  # no scale-up
+    ],
+)
 def test_scale_up_limit(current, up_events, down_events, rules, expected):
     assert k.calculate_scale_up_limit_with_scaling_rules(20.0, current, up_events, down_events, rules) == expected
 
 
-@pytest.mark.parametrize("current, down_events, rules, expected", [
-    (20, [], DOWN_30, 0),                                                # int(20 x (1 - 1)) = 0: anything goes
-    (15, [], k.Rules(0, "Max", (k.Policy("Percent", 10, 60.0),), 0.1), 13),   # int(15 x 0.9) = int(13.5) = 13
-    (15, [(-10.0, 5)], k.Rules(0, "Max", (k.Policy("Percent", 50, 60.0),), 0.1), 10),  # began at 20: int(10)
-    (10, [], k.Rules(0, "Max", (k.Policy("Pods", 2, 15.0),), 0.1), 8),   # 10 - 2
-    (10, [], k.Rules(0, "Max", (k.Policy("Pods", 2, 15.0), k.Policy("Percent", 50, 15.0)), 0.1), 5),  # min(8, 5)
-    (10, [], k.Rules(0, "Min", (k.Policy("Pods", 2, 15.0), k.Policy("Percent", 50, 15.0)), 0.1), 8),  # max(8, 5)
-    (10, [], k.Rules(0, "Disabled", (k.Policy("Pods", 2, 15.0),), 0.1), 10),
-])
+@pytest.mark.parametrize(
+    "current, down_events, rules, expected",
+    [
+        (20, [], DOWN_30, 0),  # int(20 x (1 - 1)) = 0: anything goes
+        (15, [], k.Rules(0, "Max", (k.Policy("Percent", 10, 60.0),), 0.1), 13),  # int(15 x 0.9) = int(13.5) = 13
+        (15, [(-10.0, 5)], k.Rules(0, "Max", (k.Policy("Percent", 50, 60.0),), 0.1), 10),  # began at 20: int(10)
+        (10, [], k.Rules(0, "Max", (k.Policy("Pods", 2, 15.0),), 0.1), 8),  # 10 - 2
+        (10, [], k.Rules(0, "Max", (k.Policy("Pods", 2, 15.0), k.Policy("Percent", 50, 15.0)), 0.1), 5),  # min(8, 5)
+        (10, [], k.Rules(0, "Min", (k.Policy("Pods", 2, 15.0), k.Policy("Percent", 50, 15.0)), 0.1), 8),  # max(8, 5)
+        (10, [], k.Rules(0, "Disabled", (k.Policy("Pods", 2, 15.0),), 0.1), 10),
+    ],
+)
 def test_scale_down_limit(current, down_events, rules, expected):
     assert k.calculate_scale_down_limit_with_behaviors(20.0, current, [], down_events, rules) == expected
 
@@ -91,14 +111,18 @@ def test_scale_down_limit(current, down_events, rules, expected):
 # horizontal.go stabilizeRecommendationWithBehaviors: the highest recommendation of the scale-down window and
 # the lowest of the scale-up window bound the decision.
 
-@pytest.mark.parametrize("current, desired, recommendations, up, expected", [
-    (20, 12, [(45.0, 18)], UP, 18),               # 18, 15 s ago, is within the 30 s window
-    (20, 12, [(30.0, 20), (45.0, 18)], UP, 18),   # 20, exactly 30 s ago, is not (After, strictly)
-    (20, 12, [(31.0, 20)], UP, 20),               # 29 s ago: still holds 20
-    (20, 25, [(45.0, 18)], UP, 25),               # scaling up: no window (scaleUp's default is 0 s)
-    (2, 10, [(30.0, 3)], k.Rules(60.0, "Max", UP.policies, 0.1), 3),  # a 60 s scale-up window: lowest, 3
-    (5, 5, [(45.0, 9)], UP, 5),                   # desired = current: stays
-])
+
+@pytest.mark.parametrize(
+    "current, desired, recommendations, up, expected",
+    [
+        (20, 12, [(45.0, 18)], UP, 18),  # 18, 15 s ago, is within the 30 s window
+        (20, 12, [(30.0, 20), (45.0, 18)], UP, 18),  # 20, exactly 30 s ago, is not (After, strictly)
+        (20, 12, [(31.0, 20)], UP, 20),  # 29 s ago: still holds 20
+        (20, 25, [(45.0, 18)], UP, 25),  # scaling up: no window (scaleUp's default is 0 s)
+        (2, 10, [(30.0, 3)], k.Rules(60.0, "Max", UP.policies, 0.1), 3),  # a 60 s scale-up window: lowest, 3
+        (5, 5, [(45.0, 9)], UP, 5),  # desired = current: stays
+    ],
+)
 def test_stabilize_recommendation(current, desired, recommendations, up, expected):
     assert k.stabilize_recommendation_with_behaviors(60.0, current, desired, recommendations, up, DOWN_30) == expected
 
@@ -116,20 +140,24 @@ def test_normalize_without_behavior_follows_the_older_rules():
 # ---------------------------------------------------------------------------------------------------------
 # scale_scaledobjects.go RequestScale, with postgresql_scaler.go's activation: strictly above the threshold.
 
-@pytest.mark.parametrize("metric, current, last_active, changes, now, expected", [
-    (2, 0, None, {}, 15.0, (0, None)),           # 2 is not above 2: inactive, stays at 0
-    (3, 0, None, {}, 15.0, (1, 15.0)),           # 3 > 2: from 0 to max(minReplicaCount 0, 1) = 1
-    (2.5, 0, None, {}, 15.0, (1, 15.0)),         # the threshold is a float
-    (3, 0, None, {"min_replica_count": 2}, 15.0, (2, 15.0)),  # to minReplicaCount when it is above 0
-    (40, 4, 15.0, {}, 30.0, (4, 30.0)),          # active above 0: KEDA leaves the count to the HPA
-    (2, 4, 45.0, {}, 75.0, (4, 45.0)),           # inactive 30 s: 45 + 30 is not before 75, cooling down
-    (2, 4, 45.0, {}, 90.0, (0, 45.0)),           # inactive 45 s: to 0, whatever the HPA decided
-    (0, 1, None, {}, 0.0, (0, None)),            # never active, initialCooldownPeriod 0: to 0 at the first poll
-    (0, 1, None, {"initial_cooldown_period": 60.0}, 45.0, (1, None)),  # not yet 60 s since creation
-    (0, 1, None, {"initial_cooldown_period": 60.0}, 75.0, (0, None)),
-    (0, 1, 10.0, {"min_replica_count": 1}, 300.0, (1, 10.0)),  # minReplicaCount 1: never to 0
-    (0, 0, None, {"min_replica_count": 1}, 15.0, (1, None)),   # below minReplicaCount: back to it
-])
+
+@pytest.mark.parametrize(
+    "metric, current, last_active, changes, now, expected",
+    [
+        (2, 0, None, {}, 15.0, (0, None)),  # 2 is not above 2: inactive, stays at 0
+        (3, 0, None, {}, 15.0, (1, 15.0)),  # 3 > 2: from 0 to max(minReplicaCount 0, 1) = 1
+        (2.5, 0, None, {}, 15.0, (1, 15.0)),  # the threshold is a float
+        (3, 0, None, {"min_replica_count": 2}, 15.0, (2, 15.0)),  # to minReplicaCount when it is above 0
+        (40, 4, 15.0, {}, 30.0, (4, 30.0)),  # active above 0: KEDA leaves the count to the HPA
+        (2, 4, 45.0, {}, 75.0, (4, 45.0)),  # inactive 30 s: 45 + 30 is not before 75, cooling down
+        (2, 4, 45.0, {}, 90.0, (0, 45.0)),  # inactive 45 s: to 0, whatever the HPA decided
+        (0, 1, None, {}, 0.0, (0, None)),  # never active, initialCooldownPeriod 0: to 0 at the first poll
+        (0, 1, None, {"initial_cooldown_period": 60.0}, 45.0, (1, None)),  # not yet 60 s since creation
+        (0, 1, None, {"initial_cooldown_period": 60.0}, 75.0, (0, None)),
+        (0, 1, 10.0, {"min_replica_count": 1}, 300.0, (1, 10.0)),  # minReplicaCount 1: never to 0
+        (0, 0, None, {"min_replica_count": 1}, 15.0, (1, None)),  # below minReplicaCount: back to it
+    ],
+)
 def test_request_scale(metric, current, last_active, changes, now, expected):
     so = scaled_object(**{"min_replica_count": 0, **changes})
     replicas, active, _ = k.request_scale(now, metric, current, last_active, so, created=-1e-6)
@@ -144,6 +172,7 @@ def test_hpa_minimum_is_never_zero():
 
 # ---------------------------------------------------------------------------------------------------------
 # The controllers together, evaluation by evaluation. `counts` maps a time to the query's result there.
+
 
 def run(so, replicas, counts, until):
     autoscaler = k.Autoscaler(so, replicas)
@@ -196,6 +225,7 @@ def test_the_hpa_does_nothing_at_zero():
 # ---------------------------------------------------------------------------------------------------------
 # pods_to_delete: ReplicaSet ranking (controller_utils.go ActivePodsWithRanks.Less, LogarithmicScaleDown).
 
+
 def test_newest_pods_go_first_on_a_logarithmic_scale():
     old, mid, new = k.Pod("old", 0.0, "c"), k.Pod("mid", 100.0, "b"), k.Pod("new", 110.0, "a")
     # At 120 s: ages 120 s, 20 s, 10 s; log2 of nanoseconds: 36, 34, 33.
@@ -208,20 +238,27 @@ def test_newest_pods_go_first_on_a_logarithmic_scale():
 # ---------------------------------------------------------------------------------------------------------
 # The rendered ScaledObjects, read the way the emulation reads them.
 
+
 def test_reads_the_rendered_scaled_objects():
     base, replicas = k.scaled_object(".")
-    assert replicas == 1  # k8s/consumer.yaml sets no replicas: a new Deployment starts with 1
+    assert replicas == 1  # k8s/base/consumer.yaml sets no replicas: a new Deployment starts with 1
     assert (base.query, base.target, base.activation) == ("SELECT COUNT(*) FROM jobs", 5.0, 2.0)
     assert (base.min_replica_count, base.max_replica_count, base.hpa_min) == (1, 20, 1)
     assert (base.polling_interval, base.cooldown_period, base.initial_cooldown_period) == (15.0, 30.0, 0.0)
     assert base.behavior == (UP, k.Rules(30.0, "Max", (k.Policy("Percent", 100, 15.0),), 0.1))
-    zero, _ = k.scaled_object("overlays/scale-to-zero")
+    zero, _ = k.scaled_object("k8s/overlays/scale-to-zero")
     assert (zero.min_replica_count, zero.hpa_min) == (0, 1)
 
 
 def test_refuses_what_it_does_not_model():
-    doc = {"metadata": {"name": "x"}, "spec": {"triggers": [{"type": "postgresql", "metricType": "Value",
-                                                             "metadata": {"query": "q", "targetQueryValue": "5"}}]}}
+    doc = {
+        "metadata": {"name": "x"},
+        "spec": {
+            "triggers": [
+                {"type": "postgresql", "metricType": "Value", "metadata": {"query": "q", "targetQueryValue": "5"}}
+            ]
+        },
+    }
     with pytest.raises(k.EmulationError, match="AverageValue"):
         k.from_manifest(doc)
     doc["spec"]["triggers"].append(doc["spec"]["triggers"][0])
@@ -230,8 +267,10 @@ def test_refuses_what_it_does_not_model():
 
 
 def test_a_scaled_object_without_behavior_gets_none():
-    doc = {"metadata": {"name": "x"}, "spec": {"triggers": [{"type": "postgresql",
-                                                             "metadata": {"query": "q", "targetQueryValue": "5"}}]}}
+    doc = {
+        "metadata": {"name": "x"},
+        "spec": {"triggers": [{"type": "postgresql", "metadata": {"query": "q", "targetQueryValue": "5"}}]},
+    }
     so = k.from_manifest(doc)
     assert so.behavior is None
     assert (so.min_replica_count, so.max_replica_count, so.polling_interval, so.cooldown_period) == (0, 100, 30, 300)
@@ -241,14 +280,15 @@ def test_a_scaled_object_without_behavior_gets_none():
 # README.md's table: computed here from the rendered ScaledObject and compared with what the README says.
 
 # (jobs counted, consumers running): the cases the README explains.
-README_CASES = [(0, 1), (3, 1), (23, 1), (23, 5), (100, 19), (90, 20), (89, 20), (110, 20), (111, 20),
-                (1000, 20)]
+README_CASES = [(0, 1), (3, 1), (23, 1), (23, 5), (100, 19), (90, 20), (89, 20), (110, 20), (111, 20), (1000, 20)]
 
 
 def readme_table():
     so, _ = k.scaled_object(".")
-    lines = ["| Jobs counted | Consumers running | jobs / (5 × consumers) | The HPA asks for |",
-             "| --- | --- | --- | --- |"]
+    lines = [
+        "| Jobs counted | Consumers running | jobs / (5 × consumers) | The HPA asks for |",
+        "| --- | --- | --- | --- |",
+    ]
     for jobs, current in README_CASES:
         ratio = jobs / (so.target * current)
         raw = k.replica_calculator(jobs, so.target, current)
@@ -265,7 +305,7 @@ def readme_table():
     return "\n".join(lines)
 
 
-# components/scale-to-zero/README.md's table: where the consumers settle while the count holds.
+# k8s/components/scale-to-zero/README.md's table: where the consumers settle while the count holds.
 SETTLED_COUNTS = [0, 1, 2, 3, 23, 100, 1000]
 
 
@@ -280,13 +320,17 @@ def settled(target, count):
 def settled_table():
     lines = ["| Jobs counted, held | Consumers, base | Consumers, scale to zero |", "| --- | --- | --- |"]
     for count in SETTLED_COUNTS:
-        lines.append(f"| {count} | {settled('.', count)} | {settled('overlays/scale-to-zero', count)} |")
+        lines.append(f"| {count} | {settled('.', count)} | {settled('k8s/overlays/scale-to-zero', count)} |")
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("path, name, table", [("README.md", "replica table", readme_table),
-                                               ("components/scale-to-zero/README.md", "settled table",
-                                                settled_table)])
+@pytest.mark.parametrize(
+    "path, name, table",
+    [
+        ("README.md", "replica table", readme_table),
+        ("k8s/components/scale-to-zero/README.md", "settled table", settled_table),
+    ],
+)
 def test_readme_tables_are_the_emulations(path, name, table):
     text = (ROOT / path).read_text()
     match = re.search(rf"<!-- {name}[^>]*-->\n(.*?)\n<!-- end of {name} -->", text, re.S)
@@ -295,12 +339,14 @@ def test_readme_tables_are_the_emulations(path, name, table):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The committed timelines behind the README's numbers (`make chart`, `make steady`): every decision in them
+# The committed timelines behind the README's numbers (`make docs-burst`, `make docs-steady`): every decision in them
 # is the emulation's, evaluation by evaluation, for the base ScaledObject they ran with.
+
 
 @pytest.mark.parametrize("name", ["scaling-burst.csv", "scaling-steady.csv"])
 def test_committed_timelines_follow_the_rules(name):
     import csv
+
     with open(ROOT / "docs" / name, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) > 30

@@ -10,10 +10,9 @@ import struct
 import threading
 import time
 
+import localpg
 import psycopg2
 import pytest
-
-import localpg
 from conftest import TcpProxy, load_loop, wait_until
 
 
@@ -23,8 +22,9 @@ def pushed_ids(pusher):
 
 def drain(db, spawn, db_url, expected, consumers=3):
     """Let fresh consumers empty the queue, then check each expected job is recorded exactly once."""
-    workers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.01")
-               for _ in range(consumers)]
+    workers = [
+        spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.01") for _ in range(consumers)
+    ]
     for worker in workers:
         worker.wait_for("Connected to the database")
     wait_until(lambda: db("SELECT count(*) FROM jobs") == [(0,)], 60, "the queue to drain")
@@ -35,8 +35,9 @@ def drain(db, spawn, db_url, expected, consumers=3):
 
 def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn):
     total = 150
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0",
-                   PUSH_INTERVAL_MAX="0.02")
+    pusher = spawn(
+        "pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.02"
+    )
     work = {"PROCESS_TIME_MIN": "0.05", "PROCESS_TIME_MAX": "0.4"}
     alive = [spawn("consumer", DATABASE_URL=db_url, **work) for _ in range(4)]
     killed = []
@@ -73,10 +74,10 @@ def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn
 @pytest.mark.parametrize("loop", ["pusher", "consumer"])
 def test_loops_ride_out_a_server_restart_under_load(loop, local_server, db_url, db, spawn):
     total = 80
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0",
-                   PUSH_INTERVAL_MAX="0.05")
-    consumers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1")
-                 for _ in range(3)]
+    pusher = spawn(
+        "pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05"
+    )
+    consumers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1") for _ in range(3)]
     pusher.wait_for("Pushed job", count=20)
     local_server.stop()  # fast shutdown: open transactions roll back, every client is disconnected
     time.sleep(3)
@@ -154,16 +155,21 @@ class CommitCutter(TcpProxy):
         except OSError:
             pass
 
-@pytest.mark.parametrize("when,says", [
-    ("before", r"Job (\d+) did not land; pushing a new one"),
-    ("after", r"Pushed job (\d+): [A-Za-z]{20} \(its commit was cut off, but it landed\)"),
-])
+
+@pytest.mark.parametrize(
+    "when,says",
+    [
+        ("before", r"Job (\d+) did not land; pushing a new one"),
+        ("after", r"Pushed job (\d+): [A-Za-z]{20} \(its commit was cut off, but it landed\)"),
+    ],
+)
 def test_a_commit_cut_off_is_looked_up_so_a_push_is_neither_lost_nor_doubled(when, says, server, db_url, db, spawn):
     port = int(psycopg2.extensions.parse_dsn(db_url)["port"])
     cutter = CommitCutter(port, when)
     try:
-        pusher = spawn("pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0",
-                       PUSH_INTERVAL_MAX="0")
+        pusher = spawn(
+            "pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0"
+        )
         assert pusher.wait(30) == 0, pusher.output
     finally:
         cutter.close()
@@ -177,16 +183,24 @@ def test_a_commit_cut_off_is_looked_up_so_a_push_is_neither_lost_nor_doubled(whe
 
 def test_a_hung_consumer_loses_its_job_to_the_server_timeout_and_cannot_record_it(server, db_url, db, spawn):
     # The real timeout (db/server-settings.conf) is a minute; this database gets 2 s to keep the test short.
-    db(f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
-       "SET idle_in_transaction_session_timeout = '2s'")
+    db(
+        f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
+        "SET idle_in_transaction_session_timeout = '2s'"
+    )
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('stuck') RETURNING id")
     hung = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="hung", PROCESS_TIME_MIN="0.5", PROCESS_TIME_MAX="0.5")
     hung.wait_for(f"Processing job {job_id}")
     hung.signal(signal.SIGSTOP)  # alive, connected, silent: like a consumer on a frozen node
     try:
         # A job that returns by a rollback is announced by no notification: the helper's poll finds it.
-        helper = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="helper", PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0",
-                       POLL_INTERVAL="1")
+        helper = spawn(
+            "consumer",
+            DATABASE_URL=db_url,
+            HOSTNAME="helper",
+            PROCESS_TIME_MIN="0",
+            PROCESS_TIME_MAX="0",
+            POLL_INTERVAL="1",
+        )
         helper.wait_for(f"[helper] Completed job {job_id}", timeout=20)
     finally:
         hung.signal(signal.SIGCONT)
@@ -204,7 +218,9 @@ def test_the_running_server_has_every_setting_from_the_one_list(local_server):
                 cur.execute("SELECT current_setting(%s), context FROM pg_settings WHERE name = %s", (name, name))
                 running, context = cur.fetchone()
                 if context in ("user", "superuser"):
-                    cur.execute("SELECT set_config(%s, %s, true)", (name, value))  # the file's value, as the server spells it
+                    cur.execute(
+                        "SELECT set_config(%s, %s, true)", (name, value)
+                    )  # the file's value, as the server spells it
                     value = cur.fetchone()[0]
                 # A setting a session cannot change (autovacuum_naptime) is compared as the file spells it.
                 assert running == value, name
@@ -228,8 +244,16 @@ def consumer_defaults():
     return {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high}
 
 
-HOSTILE = ["'); DROP TABLE jobs; --", "Robert'); DELETE FROM done_jobs; --", 'quotes \' " ` and \\ backslash',
-           "%s %(x)s {} %d", "line one\nline two", "ünïcødé ✓ 😀", "x" * 100_000, " "]
+HOSTILE = [
+    "'); DROP TABLE jobs; --",
+    "Robert'); DELETE FROM done_jobs; --",
+    "quotes ' \" ` and \\ backslash",
+    "%s %(x)s {} %d",
+    "line one\nline two",
+    "ünïcødé ✓ 😀",
+    "x" * 100_000,
+    " ",
+]
 
 
 def test_hostile_payloads_are_data_never_sql(db_url, db, spawn):
@@ -245,6 +269,7 @@ def test_hostile_payloads_are_data_never_sql(db_url, db, spawn):
 
 def test_sigterm_mid_job_ends_within_the_grace_period_the_deployment_gives(db_url, db, spawn):
     from test_manifests import containers, env, objects, one
+
     template = one(objects("base"), "Deployment", "job-consumer")["spec"]["template"]
     grace = template["spec"]["terminationGracePeriodSeconds"]
     longest = env(containers(template)[0])["PROCESS_TIME_MAX"]["value"]
@@ -260,12 +285,15 @@ def test_sigterm_mid_job_ends_within_the_grace_period_the_deployment_gives(db_ur
 
 
 def test_only_a_job_longer_than_the_server_allows_is_announced_at_start(db_url, db, spawn):
-    alter = (f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} "
-             "SET idle_in_transaction_session_timeout = ")
+    alter = (
+        f"ALTER DATABASE {psycopg2.extensions.parse_dsn(db_url)['dbname']} SET idle_in_transaction_session_timeout = "
+    )
     db(alter + "'2s'")
     # A job as long as the timeout is already too long: the server ends the session as the job ends.
-    warns = ("PROCESS_TIME_MAX (2s) is not below the server's idle_in_transaction_session_timeout (2s): "
-             "a longer job will be cut off and done again")
+    warns = (
+        "PROCESS_TIME_MAX (2s) is not below the server's idle_in_transaction_session_timeout (2s): "
+        "a longer job will be cut off and done again"
+    )
     consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="2")
     consumer.wait_for(warns)
     assert consumer.stop() == 0

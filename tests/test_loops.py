@@ -5,7 +5,6 @@ import signal
 import time
 
 import pytest
-
 from conftest import wait_until
 
 FAST = {"PROCESS_TIME_MIN": "0", "PROCESS_TIME_MAX": "0.01"}
@@ -67,8 +66,10 @@ def test_a_job_in_progress_is_still_counted_by_the_scaler_query(db_url, db, spaw
 
 def test_several_consumers_share_one_queue_and_no_job_is_done_twice(db_url, db, spawn):
     ids = push(db, *(f"job{i}" for i in range(300)))
-    consumers = [spawn("consumer", DATABASE_URL=db_url, HOSTNAME=f"c{i}", PROCESS_TIME_MIN="0",
-                       PROCESS_TIME_MAX="0.02") for i in range(5)]
+    consumers = [
+        spawn("consumer", DATABASE_URL=db_url, HOSTNAME=f"c{i}", PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.02")
+        for i in range(5)
+    ]
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(300,)], 120, "300 jobs done")
     assert all(c.stop() == 0 for c in consumers)
     assert sorted(i for (i,) in db("SELECT id FROM done_jobs")) == ids
@@ -83,8 +84,13 @@ def test_a_signal_mid_job_lets_the_job_finish_and_be_recorded_then_exits_0(sig, 
     [job_id] = push(db, "in hand")
     push(db, "next one")
     job_time = 3.0
-    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="pod-b", PROCESS_TIME_MIN=str(job_time),
-                     PROCESS_TIME_MAX=str(job_time))
+    consumer = spawn(
+        "consumer",
+        DATABASE_URL=db_url,
+        HOSTNAME="pod-b",
+        PROCESS_TIME_MIN=str(job_time),
+        PROCESS_TIME_MAX=str(job_time),
+    )
     consumer.wait_for(f"Processing job {job_id}")
     seen = time.monotonic()  # the claim came a moment before its line did
     consumer.signal(sig)
@@ -122,4 +128,3 @@ def test_a_second_signal_aborts_and_the_job_stays_queued(db_url, db, spawn):
     assert "Traceback" not in consumer.output
     assert db("SELECT id FROM jobs") == [(job_id,)]
     assert db("SELECT count(*) FROM done_jobs") == [(0,)]
-

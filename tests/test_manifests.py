@@ -17,12 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keda_emulation  # tools/, put on the path by conftest.py
+import localpg
 import psycopg2
 import pytest
 import yaml
-
-import keda_emulation  # tools/, put on the path by conftest.py
-import localpg
 from conftest import load_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +30,7 @@ KUBECTL = BIN / "kubectl"
 CHECKOV = BIN.parent / "checkov" / "bin" / "checkov"  # its own environment: its pins clash with pytest's
 
 # What `kubectl apply -k` is pointed at: the repository root (the base) and the one variant.
-VARIANTS = {"base": ".", "scale-to-zero": "overlays/scale-to-zero"}
+VARIANTS = {"base": ".", "scale-to-zero": "k8s/overlays/scale-to-zero"}
 NAMESPACE = "job-processing"
 SECRET = "postgres-secret"
 
@@ -45,9 +44,16 @@ KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
 # in kedacore/keda pkg/scalers/postgresql_scaler.go whose order includes triggerMetadata, plus <name>FromEnv for
 # those read from resolvedEnv. KEDA ignores any other key silently (the article's activationQueryValue).
 POSTGRESQL_TRIGGER_KEYS = {
-    "query", "targetQueryValue", "activationTargetQueryValue",
-    "host", "port", "userName", "dbName", "sslmode",
-    "connectionFromEnv", "passwordFromEnv",
+    "query",
+    "targetQueryValue",
+    "activationTargetQueryValue",
+    "host",
+    "port",
+    "userName",
+    "dbName",
+    "sslmode",
+    "connectionFromEnv",
+    "passwordFromEnv",
 }
 # The same struct's names whose order includes authParams: what a TriggerAuthentication may set.
 POSTGRESQL_AUTH_PARAMS = {"connection", "host", "port", "userName", "dbName", "sslmode", "password"}
@@ -59,10 +65,10 @@ POSTGRES_IMAGE_UID = 999
 # ---------------------------------------------------------------------------------------------------------
 # Rendering, once per variant for the whole session.
 
+
 @functools.cache
 def kustomize(target, cwd=ROOT):
-    result = subprocess.run([str(KUBECTL), "kustomize", target], cwd=cwd, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([str(KUBECTL), "kustomize", target], cwd=cwd, capture_output=True, text=True, timeout=120)
     return result
 
 
@@ -126,13 +132,17 @@ def dockerfile_user(service):
 # ---------------------------------------------------------------------------------------------------------
 # Validators. Each returns a list of problems, so that the tests below can also show that they catch mistakes.
 
+
 def kubernetes_errors(doc, version):
     import kubernetes_validate
+
     try:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as error:
-        return [f"{doc['kind']}/{doc['metadata']['name']} on {version}: {error.message} at "
-                f"{'.'.join(str(p) for p in error.absolute_path)}"]
+        return [
+            f"{doc['kind']}/{doc['metadata']['name']} on {version}: {error.message} at "
+            f"{'.'.join(str(p) for p in error.absolute_path)}"
+        ]
     return []
 
 
@@ -140,14 +150,17 @@ def keda_errors(doc):
     """KEDA's CRD schema, strictly: unknown fields, snake_case aliases and wrong types are all errors."""
     from cloudcoil.models.keda import v1alpha1
     from pydantic import ValidationError
+
     model = {"ScaledObject": v1alpha1.ScaledObject, "TriggerAuthentication": v1alpha1.TriggerAuthentication}
     try:
         # extra="forbid" rejects fields the CRD does not define (the models themselves would ignore them);
         # by_name=False accepts only the CRD's own camelCase names, as the API server does.
         model[doc["kind"]].model_validate(doc, strict=True, extra="forbid", by_name=False)
     except ValidationError as error:
-        return [f"{doc['kind']}/{doc['metadata']['name']}: {e['msg']} at {'.'.join(map(str, e['loc']))}"
-                for e in error.errors()]
+        return [
+            f"{doc['kind']}/{doc['metadata']['name']}: {e['msg']} at {'.'.join(map(str, e['loc']))}"
+            for e in error.errors()
+        ]
     return []
 
 
@@ -175,16 +188,19 @@ def scaler_errors(scaled_object):
 
 
 def trigger_auth_errors(trigger_auth):
-    return [f"the postgresql scaler does not read auth parameter {ref['parameter']!r}"
-            for ref in trigger_auth["spec"].get("secretTargetRef", [])
-            if ref["parameter"] not in POSTGRESQL_AUTH_PARAMS]
+    return [
+        f"the postgresql scaler does not read auth parameter {ref['parameter']!r}"
+        for ref in trigger_auth["spec"].get("secretTargetRef", [])
+        if ref["parameter"] not in POSTGRESQL_AUTH_PARAMS
+    ]
 
 
 def settled_replicas(scaled_object, count):
     """The consumers KEDA and its HPA settle on while the trigger's query returns `count`, from a Deployment
     just created: the emulation (tools/keda_emulation.py) run for 40 evaluations, longer than any window."""
-    autoscaler = keda_emulation.Autoscaler(keda_emulation.from_manifest(scaled_object),
-                                           keda_emulation.DEPLOYMENT_DEFAULT_REPLICAS)
+    autoscaler = keda_emulation.Autoscaler(
+        keda_emulation.from_manifest(scaled_object), keda_emulation.DEPLOYMENT_DEFAULT_REPLICAS
+    )
     for _ in range(40):
         autoscaler.evaluate(autoscaler.next_evaluation(), count)
     return autoscaler.replicas
@@ -192,6 +208,7 @@ def settled_replicas(scaled_object, count):
 
 # ---------------------------------------------------------------------------------------------------------
 # Rendering and structure.
+
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_renders_without_warnings(variant):
@@ -205,18 +222,20 @@ def test_renders_without_warnings(variant):
 def test_objects_and_names(variant):
     docs = objects(variant)
     names = sorted((d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] != "ConfigMap")
-    assert names == sorted([
-        ("Namespace", NAMESPACE),
-        ("NetworkPolicy", "default-deny-ingress"),
-        ("NetworkPolicy", "postgres"),
-        ("Secret", SECRET),
-        ("Service", "postgres"),
-        ("StatefulSet", "postgres"),
-        ("Deployment", "job-pusher"),
-        ("Deployment", "job-consumer"),
-        ("TriggerAuthentication", "keda-trigger-auth-postgresql"),
-        ("ScaledObject", "job-consumer-scaler"),
-    ])
+    assert names == sorted(
+        [
+            ("Namespace", NAMESPACE),
+            ("NetworkPolicy", "default-deny-ingress"),
+            ("NetworkPolicy", "postgres"),
+            ("Secret", SECRET),
+            ("Service", "postgres"),
+            ("StatefulSet", "postgres"),
+            ("Deployment", "job-pusher"),
+            ("Deployment", "job-consumer"),
+            ("TriggerAuthentication", "keda-trigger-auth-postgresql"),
+            ("ScaledObject", "job-consumer-scaler"),
+        ]
+    )
     # The generated ConfigMap carries a content hash, so the StatefulSet rolls when init.sql changes.
     (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
     assert re.fullmatch(r"postgres-init-[a-z0-9]{10}", config_map["metadata"]["name"])
@@ -242,9 +261,9 @@ def test_labels(variant):
 
 def test_kustomizations_use_current_syntax():
     paths = [ROOT / "kustomization.yaml"]
-    for folder in ("k8s", "db", "components", "overlays"):
+    for folder in ("k8s", "db"):
         paths += (ROOT / folder).rglob("kustomization.yaml")
-    assert len(paths) >= 5  # the root, k8s/, db/, the component and its overlay
+    assert len(paths) >= 5  # the root, k8s/base, db/, the component and its overlay
     for path in paths:
         kustomization = yaml.safe_load(path.read_text())
         for deprecated in ("commonLabels", "patchesStrategicMerge", "patchesJson6902", "bases", "vars"):
@@ -261,6 +280,7 @@ def test_scale_to_zero_changes_only_min_replicas():
 
 # ---------------------------------------------------------------------------------------------------------
 # Cross references and the values shared with the rest of the repository.
+
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_secret_trigger_authentication_scaled_object_deployment(variant):
@@ -309,11 +329,10 @@ def test_every_reference_resolves(variant):
 
 
 def test_credentials_are_written_in_one_file():
-    """The connection string once, the credentials in k8s/credentials.env only, among kustomize's inputs."""
+    """The connection string once, the credentials in k8s/base/credentials.env only, among kustomize's inputs."""
     inputs = [ROOT / "kustomization.yaml", ROOT / "db" / "kustomization.yaml"]
-    for folder in ("k8s", "components", "overlays"):
-        inputs += [p for p in (ROOT / folder).rglob("*") if p.is_file()]
-    credentials = ROOT / "k8s" / "credentials.env"
+    inputs += [p for p in (ROOT / "k8s").rglob("*") if p.is_file()]
+    credentials = ROOT / "k8s" / "base" / "credentials.env"
     password = secret_data(objects("base"))["POSTGRES_PASSWORD"]
     uris = []
     for path in inputs:
@@ -400,8 +419,10 @@ def test_postgres_keeps_its_data_on_the_claim_where_the_image_puts_it_and_runs_a
 def test_loop_settings_and_grace_period(variant):
     docs = objects(variant)
     (pusher,) = containers(one(docs, "Deployment", "job-pusher")["spec"]["template"])
-    assert {k: env(pusher)[k]["value"] for k in ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX")} == \
-        {"PUSH_INTERVAL_MIN": "1", "PUSH_INTERVAL_MAX": "3"}
+    assert {k: env(pusher)[k]["value"] for k in ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX")} == {
+        "PUSH_INTERVAL_MIN": "1",
+        "PUSH_INTERVAL_MAX": "3",
+    }
 
     template = one(docs, "Deployment", "job-consumer")["spec"]["template"]
     (consumer,) = containers(template)
@@ -417,6 +438,7 @@ def test_loop_settings_and_grace_period(variant):
 
 # ---------------------------------------------------------------------------------------------------------
 # Hardening.
+
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_container_is_hardened(variant):
@@ -464,7 +486,7 @@ def test_images_are_tagged_once_and_match_compose_names():
     images = {c["image"] for _, t in pod_templates(docs) for c in containers(t)}
     assert images == {"postgres:18.1", "job-pusher:1.0.0", "job-consumer:1.0.0"}
     # Tags come from the kustomization's images: list; the manifests themselves name no tag.
-    for path in (ROOT / "k8s").glob("*.yaml"):
+    for path in (ROOT / "k8s" / "base").glob("*.yaml"):
         for line in path.read_text().splitlines():
             if re.match(r"\s*image:", line):
                 assert ":" not in line.split("image:", 1)[1], f"{path.name}: {line.strip()}"
@@ -502,8 +524,10 @@ def test_network_policy_lets_in_only_the_loops_and_keda(variant):
 # ---------------------------------------------------------------------------------------------------------
 # Schemas: Kubernetes' and KEDA's.
 
+
 def test_supported_versions_have_schemas():
     from kubernetes_validate.utils import all_versions
+
     shipped = {".".join(v.split(".")[:2]) for v in all_versions()}
     # kubernetes-validate silently uses an older schema for a version it does not ship.
     assert set(SUPPORTED_KUBERNETES) <= shipped
@@ -573,6 +597,7 @@ def test_validators_catch_the_mistakes_they_are_here_for():
 # ---------------------------------------------------------------------------------------------------------
 # Scaling: the article's numbers, and what the HPA asks for.
 
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_scaled_object_has_the_articles_numbers(variant):
     spec = one(objects(variant), "ScaledObject", "job-consumer-scaler")["spec"]
@@ -614,8 +639,9 @@ def test_hpa_replicas_for_queue_lengths(db_url):
         queued = 0
         for length in sorted(EXPECTED_REPLICAS):
             with conn, conn.cursor() as cur:
-                cur.execute("INSERT INTO jobs (payload) SELECT 'job ' || n FROM generate_series(1, %s) AS n",
-                            (length - queued,))
+                cur.execute(
+                    "INSERT INTO jobs (payload) SELECT 'job ' || n FROM generate_series(1, %s) AS n", (length - queued,)
+                )
                 queued = length
                 cur.execute(query)
                 (count,) = cur.fetchone()
@@ -682,8 +708,12 @@ def checkov_kubernetes(tmp_path_factory):
         (folder / f"{variant}.yaml").write_text(result.stdout)
     (folder / "control.yaml").write_text(WEAK_DEPLOYMENT)
     shutil.copy(BURST_JOB, folder / "burst-job.yaml")  # kept out of the base, scanned all the same
-    result = subprocess.run([str(CHECKOV), "-d", str(folder), "--framework", "kubernetes", "--skip-download",
-                             "--compact", "-o", "json"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(CHECKOV), "-d", str(folder), "--framework", "kubernetes", "--skip-download", "--compact", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     report = json.loads(result.stdout)
     return report[0] if isinstance(report, list) else report
 
@@ -710,14 +740,15 @@ def test_checkov_kubernetes_reports_no_failed_check(checkov_kubernetes):
             reason = check["check_result"].get("suppress_comment") or ""
             assert len(reason) > 20, f"{check['check_id']} {check['resource']}: {reason!r}"
     # The same checks are skipped in both variants: the component adds no exception of its own.
-    assert sorted((c["check_id"], c["resource"]) for c in skipped["base"]) == \
-        sorted((c["check_id"], c["resource"]) for c in skipped["scale-to-zero"])
+    assert sorted((c["check_id"], c["resource"]) for c in skipped["base"]) == sorted(
+        (c["check_id"], c["resource"]) for c in skipped["scale-to-zero"]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
-# tools/burst-job.yaml: a burst for the cluster, `kubectl create -f`, kept out of the base.
+# k8s/burst-job.yaml: a burst for the cluster, `kubectl create -f`, kept out of the base.
 
-BURST_JOB = ROOT / "tools" / "burst-job.yaml"
+BURST_JOB = ROOT / "k8s" / "burst-job.yaml"
 
 
 def burst_job():
@@ -743,7 +774,7 @@ def test_burst_job_runs_the_pusher_as_its_deployment_does():
     assert job["spec"]["backoffLimit"] == 0  # a pusher restarted would push PUSH_COUNT more
     template, pusher = job["spec"]["template"], one(docs, "Deployment", "job-pusher")["spec"]["template"]
     (container,), (deployed,) = containers(template), containers(pusher)
-    assert container["image"] == deployed["image"]  # the tag k8s/kustomization.yaml sets, written out
+    assert container["image"] == deployed["image"]  # the tag k8s/base/kustomization.yaml sets, written out
     assert container["imagePullPolicy"] == deployed["imagePullPolicy"]
     # Hardened exactly like the pusher's pod.
     for key in ("securityContext", "automountServiceAccountToken", "enableServiceLinks"):
@@ -766,16 +797,20 @@ def test_burst_job_is_let_through_to_postgres():
     policy = one(objects("base"), "NetworkPolicy", "postgres")["spec"]
     (rule,) = policy["ingress"]
     # Same namespace, so a bare podSelector peer applies to it.
-    assert any(set(peer) == {"podSelector"} and matches(peer["podSelector"], template["metadata"]["labels"])
-               for peer in rule["from"])
+    assert any(
+        set(peer) == {"podSelector"} and matches(peer["podSelector"], template["metadata"]["labels"])
+        for peer in rule["from"]
+    )
 
 
 def test_checkov_reports_no_failed_check_on_the_burst_job(checkov_kubernetes):
     results = checkov_kubernetes["results"]
-    files = {k: [c for c in results[k] if Path(c["file_path"]).stem == "burst-job"]
-             for k in ("failed_checks", "passed_checks", "skipped_checks")}
+    files = {
+        k: [c for c in results[k] if Path(c["file_path"]).stem == "burst-job"]
+        for k in ("failed_checks", "passed_checks", "skipped_checks")
+    }
     assert [f"{c['check_id']}: {c['check_name']}" for c in files["failed_checks"]] == []
-    assert files["passed_checks"], "checkov did not scan tools/burst-job.yaml"
+    assert files["passed_checks"], "checkov did not scan k8s/burst-job.yaml"
     for check in files["skipped_checks"]:
         assert len(check["check_result"].get("suppress_comment") or "") > 20, check["check_id"]
 
@@ -802,17 +837,18 @@ secretGenerator:
 """
 
 
-@pytest.mark.parametrize("variant, base", [("base", "../k8s"), ("scale-to-zero", "../overlays/scale-to-zero")])
+@pytest.mark.parametrize("variant, base", [("base", "../k8s/base"), ("scale-to-zero", "../k8s/overlays/scale-to-zero")])
 def test_local_overlay_replaces_the_credentials(tmp_path, variant, base):
-    for part in ("kustomization.yaml", "k8s", "db", "components", "overlays"):
+    for part in ("kustomization.yaml", "k8s", "db"):
         source = ROOT / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / part)
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "credentials.env").write_text(LOCAL_CREDENTIALS)
     (tmp_path / "local" / "kustomization.yaml").write_text(LOCAL_KUSTOMIZATION.format(base=base))
 
-    result = subprocess.run([str(KUBECTL), "kustomize", "local"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", "local"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     docs = list(yaml.safe_load_all(result.stdout))
     expected = dict(line.split("=", 1) for line in LOCAL_CREDENTIALS.splitlines())
@@ -827,9 +863,11 @@ def test_local_overlay_replaces_the_credentials(tmp_path, variant, base):
 # ---------------------------------------------------------------------------------------------------------
 # Values checked against the reasons they were chosen for, not against their current numbers.
 
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_consumer_stopped_mid_job_has_time_to_finish_it_before_sigkill(variant):
     from test_compose import STOP_MARGIN  # the time a stop needs beyond the job: the one value for both
+
     template = one(objects(variant), "Deployment", "job-consumer")["spec"]["template"]
     (consumer,) = containers(template)
     longest_job = float(env(consumer)["PROCESS_TIME_MAX"]["value"])
@@ -857,12 +895,17 @@ def test_one_database_server_and_one_pusher():
 
 def test_the_database_probes_ask_over_tcp_for_the_role_and_database_the_secret_creates():
     import shlex
+
     from test_compose import expand, option
+
     docs = objects("base")
     data = secret_data(docs)
     (postgres,) = containers(one(docs, "StatefulSet", "postgres")["spec"]["template"])
-    variables = {name: data[v["valueFrom"]["secretKeyRef"]["key"]] for name, v in env(postgres).items()
-                 if "secretKeyRef" in v.get("valueFrom", {})}
+    variables = {
+        name: data[v["valueFrom"]["secretKeyRef"]["key"]]
+        for name, v in env(postgres).items()
+        if "secretKeyRef" in v.get("valueFrom", {})
+    }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         command = postgres[probe]["exec"]["command"]
         assert command[:2] == ["sh", "-c"] and len(command) == 3, probe
@@ -902,8 +945,9 @@ def admitted(policy, namespace_labels, pod_labels, port):
     the namespaces it selects, with both the pods that match both; a rule without `from` admits every source, a
     rule without `ports` every port."""
     for rule in policy["spec"].get("ingress", []):
-        if "ports" in rule and not any(p.get("protocol", "TCP") == "TCP" and p.get("port") == port
-                                       for p in rule["ports"]):
+        if "ports" in rule and not any(
+            p.get("protocol", "TCP") == "TCP" and p.get("port") == port for p in rule["ports"]
+        ):
             continue
         if "from" not in rule:
             return True
@@ -934,20 +978,23 @@ def hand_policy(*peers, ports=None):
 BOTH = {"namespaceSelector": {"matchLabels": namespace("there")}, "podSelector": {"matchLabels": {"a": "1"}}}
 
 
-@pytest.mark.parametrize("policy, namespace_name, labels, port, expected", [
-    (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "here", {"a": "1"}, 5432, True),
-    (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "there", {"a": "1"}, 5432, False),
-    (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "here", {"a": "2"}, 5432, False),
-    (hand_policy({"namespaceSelector": {"matchLabels": namespace("there")}}), "there", {"any": "pod"}, 5432, True),
-    (hand_policy({"namespaceSelector": {"matchLabels": namespace("there")}}), "here", {"any": "pod"}, 5432, False),
-    (hand_policy(BOTH), "there", {"a": "1"}, 5432, True),
-    (hand_policy(BOTH), "there", {"a": "2"}, 5432, False),
-    (hand_policy(BOTH), "here", {"a": "1"}, 5432, False),
-    (hand_policy({"namespaceSelector": {}}), "anywhere", {}, 5432, True),
-    (hand_policy(), "anywhere", {}, 5432, True),
-    (hand_policy({"podSelector": {}}, ports=[5432]), "here", {}, 5433, False),
-    (hand_policy({"podSelector": {}}, ports=[5432]), "here", {}, 5432, True),
-])
+@pytest.mark.parametrize(
+    "policy, namespace_name, labels, port, expected",
+    [
+        (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "here", {"a": "1"}, 5432, True),
+        (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "there", {"a": "1"}, 5432, False),
+        (hand_policy({"podSelector": {"matchLabels": {"a": "1"}}}), "here", {"a": "2"}, 5432, False),
+        (hand_policy({"namespaceSelector": {"matchLabels": namespace("there")}}), "there", {"any": "pod"}, 5432, True),
+        (hand_policy({"namespaceSelector": {"matchLabels": namespace("there")}}), "here", {"any": "pod"}, 5432, False),
+        (hand_policy(BOTH), "there", {"a": "1"}, 5432, True),
+        (hand_policy(BOTH), "there", {"a": "2"}, 5432, False),
+        (hand_policy(BOTH), "here", {"a": "1"}, 5432, False),
+        (hand_policy({"namespaceSelector": {}}), "anywhere", {}, 5432, True),
+        (hand_policy(), "anywhere", {}, 5432, True),
+        (hand_policy({"podSelector": {}}, ports=[5432]), "here", {}, 5433, False),
+        (hand_policy({"podSelector": {}}, ports=[5432]), "here", {}, 5432, True),
+    ],
+)
 def test_the_network_policy_emulation(policy, namespace_name, labels, port, expected):
     assert admitted(policy, namespace(namespace_name), labels, port) is expected
 
@@ -956,17 +1003,30 @@ def test_the_network_policy_emulation(policy, namespace_name, labels, port, expe
 # config/manager/manager.yaml: `app` and `name` on the operator's pods) and the Helm chart (kedacore/charts,
 # keda/templates/manager/deployment.yaml, with _helpers.tpl's keda.labels, which mark every KEDA pod as
 # part-of keda-operator).
-HELM_LABELS = {"app.kubernetes.io/component": "operator", "app.kubernetes.io/managed-by": "Helm",
-               "app.kubernetes.io/instance": "keda", "app.kubernetes.io/part-of": "keda-operator"}
+HELM_LABELS = {
+    "app.kubernetes.io/component": "operator",
+    "app.kubernetes.io/managed-by": "Helm",
+    "app.kubernetes.io/instance": "keda",
+    "app.kubernetes.io/part-of": "keda-operator",
+}
 KEDA_PODS = {
     "operator, release manifests": ({"app": "keda-operator", "name": "keda-operator"}, True),
-    "operator, Helm chart": ({"app": "keda-operator", "name": "keda-operator",
-                              "app.kubernetes.io/name": "keda-operator", **HELM_LABELS}, True),
-    "metrics API server, Helm chart": ({"app": "keda-operator-metrics-apiserver",
-                                        "app.kubernetes.io/name": "keda-operator-metrics-apiserver", **HELM_LABELS},
-                                       False),
-    "admission webhooks, Helm chart": ({"app": "keda-admission-webhooks",
-                                        "app.kubernetes.io/name": "keda-admission-webhooks", **HELM_LABELS}, False),
+    "operator, Helm chart": (
+        {"app": "keda-operator", "name": "keda-operator", "app.kubernetes.io/name": "keda-operator", **HELM_LABELS},
+        True,
+    ),
+    "metrics API server, Helm chart": (
+        {
+            "app": "keda-operator-metrics-apiserver",
+            "app.kubernetes.io/name": "keda-operator-metrics-apiserver",
+            **HELM_LABELS,
+        },
+        False,
+    ),
+    "admission webhooks, Helm chart": (
+        {"app": "keda-admission-webhooks", "app.kubernetes.io/name": "keda-admission-webhooks", **HELM_LABELS},
+        False,
+    ),
 }
 
 

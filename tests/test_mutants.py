@@ -3,9 +3,8 @@
 
 import re
 
-import pytest
-
 import mutate  # tests/mutate.py
+import pytest
 from conftest import ROOT
 
 
@@ -25,20 +24,35 @@ def test_every_mutant_still_applies_and_names_tests_that_exist():
     assert problems == []
 
 
-@pytest.mark.parametrize("code, output, expected", [
-    (1, "F\nFAILED tests/test_x.py::test_y - AssertionError\n1 failed in 1s", ("KILLED", "by tests/test_x.py::test_y")),
-    (1, "E\nERROR tests/test_x.py::test_y - psycopg2.Error\n1 error in 1s", ("KILLED", "by tests/test_x.py::test_y")),
-    (1, "FAILED tests/test_x.py::test_y[a b - c] - assert 0\n1 failed", ("KILLED", "by tests/test_x.py::test_y[a b - c]")),
-    (2, "ERROR collecting tests/test_x.py\nInterrupted: 1 error during collection", ("KILLED",)),
-    (None, "", ("KILLED",)),
-    (0, "....\n4 passed in 2s", ("SURVIVED", "")),
-    (0, "ss\n2 skipped in 1s", ("ERROR",)),  # nothing ran: no verdict
-    (4, "ERROR: not found: tests/test_x.py::test_z", ("ERROR",)),
-    (5, "no tests ran in 0.01s", ("ERROR",)),
-])
+@pytest.mark.parametrize(
+    "code, output, expected",
+    [
+        (
+            1,
+            "F\nFAILED tests/test_x.py::test_y - AssertionError\n1 failed in 1s",
+            ("KILLED", "by tests/test_x.py::test_y"),
+        ),
+        (
+            1,
+            "E\nERROR tests/test_x.py::test_y - psycopg2.Error\n1 error in 1s",
+            ("KILLED", "by tests/test_x.py::test_y"),
+        ),
+        (
+            1,
+            "FAILED tests/test_x.py::test_y[a b - c] - assert 0\n1 failed",
+            ("KILLED", "by tests/test_x.py::test_y[a b - c]"),
+        ),
+        (2, "ERROR collecting tests/test_x.py\nInterrupted: 1 error during collection", ("KILLED",)),
+        (None, "", ("KILLED",)),
+        (0, "....\n4 passed in 2s", ("SURVIVED", "")),
+        (0, "ss\n2 skipped in 1s", ("ERROR",)),  # nothing ran: no verdict
+        (4, "ERROR: not found: tests/test_x.py::test_z", ("ERROR",)),
+        (5, "no tests ran in 0.01s", ("ERROR",)),
+    ],
+)
 def test_the_harness_counts_only_a_failing_test_as_a_kill(code, output, expected):
     result = mutate.verdict(code, output)
-    assert result[:len(expected)] == expected
+    assert result[: len(expected)] == expected
 
 
 def test_a_mutant_whose_text_is_not_there_exactly_once_is_stale(tmp_path):
@@ -50,13 +64,16 @@ def test_a_mutant_whose_text_is_not_there_exactly_once_is_stale(tmp_path):
             mutate.mutated({**mutant, "find": find}, tmp_path)
 
 
-@pytest.mark.parametrize("name, text, find, replace", [
-    ("loop.py", "while True:\n    work()\n    rest()\n", "    rest()\n", ""),  # fine: stays valid
-    ("loop.py", "if ready:\n    work()\n", "    work()\n", ""),  # an empty block
-    # Part of a line: the rest of its indent stays, and the next line inherits it.
-    ("loop.py", "try:\n    work()\nexcept OSError:\n    pass\n", "  work()\n", ""),
-    ("app.yaml", "a: 1\nb: [2]\n", "[2]", "[2"),
-])
+@pytest.mark.parametrize(
+    "name, text, find, replace",
+    [
+        ("loop.py", "while True:\n    work()\n    rest()\n", "    rest()\n", ""),  # fine: stays valid
+        ("loop.py", "if ready:\n    work()\n", "    work()\n", ""),  # an empty block
+        # Part of a line: the rest of its indent stays, and the next line inherits it.
+        ("loop.py", "try:\n    work()\nexcept OSError:\n    pass\n", "  work()\n", ""),
+        ("app.yaml", "a: 1\nb: [2]\n", "[2]", "[2"),
+    ],
+)
 def test_a_mutant_that_stops_its_file_from_parsing_is_refused(tmp_path, name, text, find, replace):
     # Such a mutant fails every test for that alone: counted as killed, it would prove nothing.
     (tmp_path / name).write_text(text)

@@ -14,9 +14,8 @@ import time
 
 import psycopg2
 import pytest
-from psycopg2.extensions import parse_dsn
-
 from conftest import TcpProxy, load_loop, wait_until
+from psycopg2.extensions import parse_dsn
 
 consumer = load_loop("consumer")
 NEVER = "3600"  # seconds: a poll interval no test waits out
@@ -26,8 +25,10 @@ FAST = {"PROCESS_TIME_MIN": "0", "PROCESS_TIME_MAX": "0"}
 def idle_consumers(db):
     """Consumers that looked at the queue, found it empty, and now wait: their last statement ended the
     empty claim, and their session is idle (not inside a transaction)."""
-    return db("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle' "
-              "AND query = %s", (consumer.EMPTY_SQL,))[0][0]
+    return db(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle' AND query = %s",
+        (consumer.EMPTY_SQL,),
+    )[0][0]
 
 
 def wait_until_idle(db, count=1):
@@ -35,8 +36,9 @@ def wait_until_idle(db, count=1):
 
 
 def consumer_sessions(db):
-    return db("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-              "AND pid <> pg_backend_pid()")[0][0]
+    return db("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")[
+        0
+    ][0]
 
 
 def test_each_committed_transaction_that_inserts_jobs_notifies_the_consumers_channel_once(db_url):
@@ -63,7 +65,8 @@ def test_each_committed_transaction_that_inserts_jobs_notifies_the_consumers_cha
             received += listener.notifies
             listener.notifies.clear()
         assert [(n.channel, n.pid) for n in received] == [(consumer.CHANNEL, burst.get_backend_pid())] * 2 + [
-            (consumer.CHANNEL, marker.get_backend_pid())], "one per committed transaction, none for the rollback"
+            (consumer.CHANNEL, marker.get_backend_pid())
+        ], "one per committed transaction, none for the rollback"
     finally:
         for conn in (listener, burst, marker):
             conn.close()
@@ -75,9 +78,11 @@ def test_a_bulk_insert_runs_the_notify_trigger_once_not_once_per_row(db):
     [(superuser,)] = db("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     if not superuser:
         pytest.skip("track_functions can be set by a superuser only")
-    [(calls,)] = db("SET LOCAL track_functions = 'pl'; "
-                    "INSERT INTO jobs (payload) SELECT 'bulk' FROM generate_series(1, 1000); "
-                    "SELECT pg_stat_get_xact_function_calls('jobs_notify'::regproc)")
+    [(calls,)] = db(
+        "SET LOCAL track_functions = 'pl'; "
+        "INSERT INTO jobs (payload) SELECT 'bulk' FROM generate_series(1, 1000); "
+        "SELECT pg_stat_get_xact_function_calls('jobs_notify'::regproc)"
+    )
     assert calls == 1
 
 
@@ -91,11 +96,15 @@ def test_an_idle_consumer_is_woken_by_an_insert(db_url, db, spawn):
 
 def test_one_notification_wakes_every_idle_consumer_and_they_drain_a_burst_losing_nothing(db_url, db, spawn):
     # Jobs of 10 to 20 ms: one consumer alone would take seconds, so each of the others, once woken, gets some.
-    workers = [spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, PROCESS_TIME_MIN="0.01",
-                     PROCESS_TIME_MAX="0.02") for _ in range(3)]
+    workers = [
+        spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, PROCESS_TIME_MIN="0.01", PROCESS_TIME_MAX="0.02")
+        for _ in range(3)
+    ]
     wait_until_idle(db, 3)
-    ids = [i for (i,) in db("INSERT INTO jobs (payload) SELECT 'burst ' || g FROM generate_series(1, 300) AS g "
-                            "RETURNING id")]
+    ids = [
+        i
+        for (i,) in db("INSERT INTO jobs (payload) SELECT 'burst ' || g FROM generate_series(1, 300) AS g RETURNING id")
+    ]
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(300,)], 60, "the burst drained")
     assert all(w.stop() == 0 for w in workers)
     assert sorted(i for (i,) in db("SELECT id FROM done_jobs")) == sorted(ids)
@@ -110,8 +119,9 @@ def test_an_idle_consumer_sends_the_server_nothing_until_a_notification_or_the_p
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('one') RETURNING id")  # a notification, then none
     worker.wait_for(f"Completed job {job_id}", timeout=20)
     wait_until_idle(db)
-    last_statement = ("SELECT query_start FROM pg_stat_activity WHERE datname = current_database() "
-                      "AND pid <> pg_backend_pid()")
+    last_statement = (
+        "SELECT query_start FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
     before = db(last_statement)
     time.sleep(1)
     assert db(last_statement) == before, "an idle consumer keeps asking the server for jobs"
@@ -148,8 +158,10 @@ def test_a_job_that_returns_by_a_rollback_is_found_by_the_poll(db_url, db, spawn
 def test_a_consumer_whose_session_is_ended_reconnects_and_listens_again(db_url, db, spawn):
     worker = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST)
     wait_until_idle(db)
-    db("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-       "AND pid <> pg_backend_pid()")
+    db(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
     worker.wait_for("Lost the database connection")
     worker.wait_for("Connected to the database", count=2)
     wait_until_idle(db)
@@ -200,7 +212,6 @@ class SilentCut(TcpProxy):
             pair["server"].close()
 
 
-
 def test_a_consumer_whose_connection_died_silently_finds_out_at_the_poll_and_reconnects(db_url, db, spawn):
     proxy = SilentCut(db_url)
     try:
@@ -227,12 +238,13 @@ def test_a_connection_that_dies_without_a_word_fails_within_about_a_minute(db_ur
     sock = socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM)
     try:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-        silent = (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
-                  + sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
-                  * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+        silent = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) + sock.getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_KEEPINTVL
+        ) * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
         assert silent <= 60, "an idle consumer would wait out the kernel's two hours on a dead connection"
-        assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) <= 60_000, \
+        assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) <= 60_000, (
             "a claim sent into a dead connection would wait for its answer for many minutes"
+        )
     finally:
         sock.close()
         conn.close()

@@ -7,10 +7,10 @@ import signal
 import socket
 import threading
 import time
+from itertools import pairwise
 
 import psycopg2
 import pytest
-
 from conftest import wait_until
 from test_faults import CommitCutter
 
@@ -39,12 +39,13 @@ def test_the_pusher_exits_after_push_count_jobs_without_waiting_out_another_paus
 
 def test_the_pauses_between_jobs_are_drawn_from_push_interval_min_to_max(db_url, db, spawn):
     low, high, jobs = 0.4, 0.8, 7
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT=str(jobs), PUSH_INTERVAL_MIN=str(low),
-                   PUSH_INTERVAL_MAX=str(high))
+    pusher = spawn(
+        "pusher", DATABASE_URL=db_url, PUSH_COUNT=str(jobs), PUSH_INTERVAL_MIN=str(low), PUSH_INTERVAL_MAX=str(high)
+    )
     assert pusher.wait(30) == 0, pusher.output
     # created_at is the start of each job's transaction: two of them are at least one pause apart.
     times = [float(t) for (t,) in db("SELECT extract(epoch FROM created_at) FROM jobs ORDER BY id")]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    gaps = [later - earlier for earlier, later in pairwise(times)]
     assert len(gaps) == jobs - 1
     assert min(gaps) >= low - 0.005, f"a pause shorter than PUSH_INTERVAL_MIN: {gaps}"
     # Six pauses drawn from 0.4..0.8 s add up to 2.5 s or less once in about three million runs; six pauses of
@@ -55,13 +56,16 @@ def test_the_pauses_between_jobs_are_drawn_from_push_interval_min_to_max(db_url,
 def test_a_cut_off_job_that_a_consumer_already_finished_is_counted_not_pushed_again(server, db_url, db, spawn):
     cutter = CommitCutter(int(psycopg2.extensions.parse_dsn(db_url)["port"]), "after")
     try:
-        pusher = spawn("pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0",
-                       PUSH_INTERVAL_MAX="0")
+        pusher = spawn(
+            "pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0"
+        )
         # The first job's commit landed, but its answer was cut off; the pusher waits before it reconnects and
         # looks the job up. Meanwhile a consumer claims the job and records it, in one transaction.
         pusher.wait_for("Lost the database connection")
-        [(cut,)] = db("WITH claimed AS (DELETE FROM jobs RETURNING id) "
-                      "INSERT INTO done_jobs (id) SELECT id FROM claimed RETURNING id")
+        [(cut,)] = db(
+            "WITH claimed AS (DELETE FROM jobs RETURNING id) "
+            "INSERT INTO done_jobs (id) SELECT id FROM claimed RETURNING id"
+        )
         assert pusher.wait(30) == 0, pusher.output
     finally:
         cutter.close()
@@ -76,8 +80,10 @@ def test_a_loop_stopped_while_a_server_never_answers_exits_0_within_its_grace_pe
     # interrupted, so a loop told to stop in the middle of one ends only when the connect gives up: that must
     # come before Kubernetes loses patience and sends SIGKILL.
     from test_manifests import objects, one
+
     grace = one(objects("base"), "Deployment", f"job-{loop}")["spec"]["template"]["spec"].get(
-        "terminationGracePeriodSeconds", 30)  # Kubernetes' default
+        "terminationGracePeriodSeconds", 30
+    )  # Kubernetes' default
     silent = socket.create_server(("127.0.0.1", 0))
     held = []
 

@@ -15,8 +15,13 @@ def start_run(tmp_path, consumers, db_url=None, **env):
     log = open(tmp_path / "run.log", "w")
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
     args = ["--consumers", str(consumers)] + (["--database-url", db_url] if db_url else [])
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), *args],
-                            env={**base, **env}, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "run.py"), *args],
+        env={**base, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     return proc, tmp_path / "run.log"
 
 
@@ -29,8 +34,9 @@ def wait_for(proc, log, pattern, count, timeout=60):
 
 
 def test_ctrl_c_stops_every_loop_gracefully_and_the_summary_adds_up(tmp_path):
-    proc, log = start_run(tmp_path, 4, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05",
-                          PROCESS_TIME_MIN="0.2", PROCESS_TIME_MAX="0.5")
+    proc, log = start_run(
+        tmp_path, 4, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05", PROCESS_TIME_MIN="0.2", PROCESS_TIME_MAX="0.5"
+    )
     wait_for(proc, log, r"Completed job", 12)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0, log.read_text()
@@ -55,8 +61,15 @@ def test_a_bad_timing_value_stops_the_run_with_the_loops_own_line(tmp_path):
 
 
 def test_ctrl_c_again_aborts_and_the_jobs_in_hand_stay_queued(db_url, db, tmp_path):
-    proc, log = start_run(tmp_path, 2, db_url, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05",
-                          PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
+    proc, log = start_run(
+        tmp_path,
+        2,
+        db_url,
+        PUSH_INTERVAL_MIN="0",
+        PUSH_INTERVAL_MAX="0.05",
+        PROCESS_TIME_MIN="60",
+        PROCESS_TIME_MAX="60",
+    )
     try:
         wait_for(proc, log, r"Processing job", 2)
         proc.send_signal(signal.SIGINT)

@@ -14,10 +14,9 @@ import subprocess
 import sys
 import time
 
+import keda_emulation
 import psycopg2
 import pytest
-
-import keda_emulation
 from conftest import CONFIG_VARIABLES, ROOT
 
 TIME_SCALE = 15  # the HPA's 15 s sync period, KEDA's polling and the 30 s window in 1 s and 2 s of real time
@@ -49,21 +48,46 @@ def table(db_url, sql):
 
 # A slow background pusher, slower with scale to zero so that the queue can stay at 2 or less for the
 # cooldown, and jobs of 0.5-1.5 s, so that the scale-down finds consumers at work.
-@pytest.mark.parametrize("overlay, minimum, push_interval", [(".", 1, ("1", "2")),
-                                                             ("overlays/scale-to-zero", 0, ("3", "5"))])
-def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db_url, overlay, minimum,
-                                                                    push_interval):
+@pytest.mark.parametrize(
+    "overlay, minimum, push_interval", [(".", 1, ("1", "2")), ("k8s/overlays/scale-to-zero", 0, ("3", "5"))]
+)
+def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db_url, overlay, minimum, push_interval):
     log, timeline = tmp_path / "run.log", tmp_path / "timeline.csv"
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    env = {**base, "PUSH_INTERVAL_MIN": push_interval[0], "PUSH_INTERVAL_MAX": push_interval[1],
-           "PROCESS_TIME_MIN": "0.5", "PROCESS_TIME_MAX": "1.5"}
-    run = subprocess.Popen([sys.executable, str(ROOT / "tools" / "run.py"), "--database-url", db_url,
-                            "--overlay", overlay, "--timeline", str(timeline), "--time-scale", str(TIME_SCALE)],
-                           env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    env = {
+        **base,
+        "PUSH_INTERVAL_MIN": push_interval[0],
+        "PUSH_INTERVAL_MAX": push_interval[1],
+        "PROCESS_TIME_MIN": "0.5",
+        "PROCESS_TIME_MAX": "1.5",
+    }
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "run.py"),
+            "--database-url",
+            db_url,
+            "--overlay",
+            overlay,
+            "--timeline",
+            str(timeline),
+            "--time-scale",
+            str(TIME_SCALE),
+        ],
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         wait_for(run, log, r"^scaler \| .* -> 0 consumers" if minimum == 0 else r"^Running 1 pusher", 30)
-        burst = subprocess.run([sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(BURST)],
-                               env={**base, "DATABASE_URL": db_url}, capture_output=True, text=True, timeout=60)
+        burst = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(BURST)],
+            env={**base, "DATABASE_URL": db_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert burst.returncode == 0, burst.stdout + burst.stderr
         assert f"Stopped after pushing {BURST} jobs" in burst.stdout
         start = len(output(log))
@@ -82,15 +106,21 @@ def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db
     pushed = BURST + int(re.search(r"^pusher \| Stopped after pushing (\d+) jobs", out, re.M).group(1))
     done = [row[0] for row in table(db_url, "SELECT id FROM done_jobs")]
     queued = [row[0] for row in table(db_url, "SELECT id FROM jobs")]
-    (last_id,), = table(db_url, "SELECT last_value FROM jobs_id_seq")
+    ((last_id,),) = table(db_url, "SELECT last_value FROM jobs_id_seq")
     assert sorted(done + queued) == list(range(1, last_id + 1))
     assert len(done) + len(queued) == pushed
     assert re.search(rf"^Summary: {pushed} pushed, {len(done)} done, {len(queued)} still queued$", out, re.M)
 
     # Every consumer a scale-down stopped exited 0, some of them after finishing a job in hand.
-    away, busy, clean, total = map(int, re.search(
-        r"^Consumers: \d+ started; (\d+) scaled away by the emulation, (\d+) of them with a job in hand, "
-        r"(\d+) of (\d+) exited 0$", out, re.M).groups())
+    away, busy, clean, total = map(
+        int,
+        re.search(
+            r"^Consumers: \d+ started; (\d+) scaled away by the emulation, (\d+) of them with a job in hand, "
+            r"(\d+) of (\d+) exited 0$",
+            out,
+            re.M,
+        ).groups(),
+    )
     assert away >= 9 and busy >= 1 and clean == total == away, out
 
     # The timeline is the emulation's decisions, evaluation by evaluation, and the scaler lines its changes.

