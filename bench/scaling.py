@@ -70,7 +70,7 @@ def stop_run(run, log_path):
     for line in text.splitlines():
         if line.startswith(("Summary:", "Consumers:", "Timeline:")):
             print(line)
-    summary = re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued", text)
+    summary = re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued, (\d+) set aside", text)
     consumers = re.search(r"(\d+) of (\d+) exited 0", text)
     ok = run.returncode == 0 and summary and consumers and consumers.group(1) == consumers.group(2)
     if not ok:

@@ -1,72 +1,28 @@
 """Fixtures: a real PostgreSQL server, a fresh database per test, and the two loops as real processes.
+The helpers they and the tests share are in support.py.
 
-The server is the embedded one from tools/localpg.py, unless TEST_DATABASE_URL names another
-(a role that may create databases); tests that stop the server are skipped then. The schema is built
-once into a template database and each test gets its own copy (CREATE DATABASE ... TEMPLATE).
+The server is the embedded one from tools/localpg.py, unless TEST_DATABASE_URL names another: then a
+superuser's, since the tests create the project's roles (db/init.sql) and set their passwords
+(db/passwords.sql), and roles belong to the whole server; tests that stop the server are skipped then.
+The schema is built once into a template database and each test gets its own copy (CREATE DATABASE ...
+TEMPLATE).
 
 Tests marked `docker` (tests/docker/) need a Docker engine, through the `docker_engine` fixture: where none
 answers they are skipped, all under one line of the summary; `make test-docker` runs them, on a stand-in
 engine where there is no other.
 """
 
-import importlib.util
 import itertools
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import psycopg2
 import pytest
 from psycopg2.extensions import make_dsn, parse_dsn
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import localpg  # noqa: E402
+from support import ROOT, Loop, localpg
 
 TEMPLATE = "jobqueue_test_template"
-
-
-class TcpProxy:
-    """A TCP proxy on a free local port in front of the server, for the tests that cut connections:
-    serve(client, server) runs for each connection a client makes, with the socket to the server opened."""
-
-    def __init__(self, server_port):
-        self.server_port = server_port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.serve(client, socket.create_connection(("127.0.0.1", self.server_port)))
-
-    def serve(self, client, server):
-        raise NotImplementedError
-
-    def url(self, db_url):
-        """db_url through the proxy; without TLS, which would hide the messages a proxy reads."""
-        return make_dsn(db_url, host="127.0.0.1", port=str(self.port), sslmode="disable", gssencmode="disable")
-
-    def close(self):
-        self.listener.close()
-
-
-def load_loop(which):
-    """pusher.py or consumer.py as a module, to call its functions: they are scripts, not a package."""
-    spec = importlib.util.spec_from_file_location(which, ROOT / which / f"{which}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class Server:
@@ -114,6 +70,7 @@ class Server:
         with conn, conn.cursor() as cur:
             cur.execute((ROOT / "db" / "init.sql").read_text())
         conn.close()
+        localpg.set_passwords(self.url(TEMPLATE))
 
     def new_database(self, schema=True):
         name = f"jobqueue_test_{os.getpid()}_{next(self._names)}"
@@ -149,7 +106,8 @@ def local_server(server):
 
 @pytest.fixture
 def db_url(server):
-    """A connection string to a fresh database with db/init.sql applied."""
+    """The administrator's connection string to a fresh database with db/init.sql applied; support.role()
+    makes it a program's."""
     return server.new_database()
 
 
@@ -169,66 +127,6 @@ def db(db_url):
     return query
 
 
-class Loop:
-    """pusher.py or consumer.py running as a real process; its output goes to a file."""
-
-    def __init__(self, script, env, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-        self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / script)],
-            env={**base, **env},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    @property
-    def output(self):
-        return self.log_path.read_text()
-
-    def wait_for(self, text, timeout=30.0, count=1):
-        deadline = time.monotonic() + timeout
-        while self.output.count(text) < count:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited ({self.proc.returncode}) before {text!r}:\n{self.output}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} within {timeout}s:\n{self.output}")
-            time.sleep(0.05)
-
-    def signal(self, sig=signal.SIGTERM):
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout=30.0):
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"still running after {timeout}s:\n{self.output}") from None
-
-    def stop(self, timeout=30.0):
-        self.signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-CONFIG_VARIABLES = {
-    "DATABASE_URL",
-    "PUSH_INTERVAL_MIN",
-    "PUSH_INTERVAL_MAX",
-    "PUSH_COUNT",
-    "PROCESS_TIME_MIN",
-    "PROCESS_TIME_MAX",
-    "POLL_INTERVAL",
-    "HOSTNAME",
-}
-
-
 @pytest.fixture
 def spawn(tmp_path):
     """spawn("consumer", DATABASE_URL=..., PROCESS_TIME_MAX="0") starts a loop; all are killed at the end."""
@@ -243,14 +141,6 @@ def spawn(tmp_path):
     yield start
     for loop in loops:
         loop.kill()
-
-
-def wait_until(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        time.sleep(0.1)
 
 
 class DockerEngine:

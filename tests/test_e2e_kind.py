@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from support import ROOT
 
 SCRIPT = ROOT / "tests" / "e2e-kind.sh"
 WORKFLOW = ROOT / ".github" / "workflows" / "e2e-kind.yml"

@@ -8,7 +8,7 @@ import re
 
 import keda_emulation as k
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 TARGET = 5.0
 UP = k.DEFAULT_SCALE_UP  # +4 pods or +100 % per 15 s, no window
@@ -141,26 +141,29 @@ def test_normalize_without_behavior_follows_the_older_rules():
 # scale_scaledobjects.go RequestScale, with postgresql_scaler.go's activation: strictly above the threshold.
 
 
+# The last active time as KEDA keeps it (metav1_time): a poll at 45 s of the emulation's clock, which starts
+# half a second into a wall-clock second, is 45.5 s on that clock, stored as 45, that is 44.5 s here.
 @pytest.mark.parametrize(
     "metric, current, last_active, changes, now, expected",
     [
         (2, 0, None, {}, 15.0, (0, None)),  # 2 is not above 2: inactive, stays at 0
-        (3, 0, None, {}, 15.0, (1, 15.0)),  # 3 > 2: from 0 to max(minReplicaCount 0, 1) = 1
-        (2.5, 0, None, {}, 15.0, (1, 15.0)),  # the threshold is a float
-        (3, 0, None, {"min_replica_count": 2}, 15.0, (2, 15.0)),  # to minReplicaCount when it is above 0
-        (40, 4, 15.0, {}, 30.0, (4, 30.0)),  # active above 0: KEDA leaves the count to the HPA
-        (2, 4, 45.0, {}, 75.0, (4, 45.0)),  # inactive 30 s: 45 + 30 is not before 75, cooling down
-        (2, 4, 45.0, {}, 90.0, (0, 45.0)),  # inactive 45 s: to 0, whatever the HPA decided
-        (0, 1, None, {}, 0.0, (0, None)),  # never active, initialCooldownPeriod 0: to 0 at the first poll
-        (0, 1, None, {"initial_cooldown_period": 60.0}, 45.0, (1, None)),  # not yet 60 s since creation
-        (0, 1, None, {"initial_cooldown_period": 60.0}, 75.0, (0, None)),
+        (3, 0, None, {}, 15.0, (1, 14.5)),  # 3 > 2: from 0 to max(minReplicaCount 0, 1) = 1, active at 15 (14.5)
+        (2.5, 0, None, {}, 15.0, (1, 14.5)),  # the threshold is a float
+        (3, 0, None, {"min_replica_count": 2}, 15.0, (2, 14.5)),  # to minReplicaCount when it is above 0
+        (40, 4, 14.5, {}, 30.0, (4, 29.5)),  # active above 0: KEDA leaves the count to the HPA
+        (2, 4, 44.5, {}, 60.0, (4, 44.5)),  # inactive since the poll at 45: 44.5 + 30 is not before 60
+        (2, 4, 44.5, {}, 75.0, (0, 44.5)),  # 74.5 is before 75: to 0 at the poll 30 s after the last active one
+        (2, 4, 45.0, {}, 75.0, (4, 45.0)),  # an untruncated 45 would wait one poll more: 75 is not before 75
+        (0, 1, None, {}, 0.0, (0, None)),  # never active, initialCooldownPeriod 0: created at -0.5, to 0 at once
+        (0, 1, None, {"initial_cooldown_period": 60.0}, 45.0, (1, None)),  # -0.5 + 60 is not before 45
+        (0, 1, None, {"initial_cooldown_period": 60.0}, 60.0, (0, None)),  # 59.5 is before 60
         (0, 1, 10.0, {"min_replica_count": 1}, 300.0, (1, 10.0)),  # minReplicaCount 1: never to 0
         (0, 0, None, {"min_replica_count": 1}, 15.0, (1, None)),  # below minReplicaCount: back to it
     ],
 )
 def test_request_scale(metric, current, last_active, changes, now, expected):
     so = scaled_object(**{"min_replica_count": 0, **changes})
-    replicas, active, _ = k.request_scale(now, metric, current, last_active, so, created=-1e-6)
+    replicas, active, _ = k.request_scale(now, metric, current, last_active, so, created=-0.5)
     assert (replicas, active) == expected
 
 
@@ -208,11 +211,47 @@ def test_scale_down_to_the_minimum_after_the_queue_empties():
 def test_scale_to_zero_activation_and_cooldown():
     # A new Deployment starts with 1 consumer; KEDA, never active, scales it to 0 at its first poll. 2 jobs
     # are not above the threshold; 3 are: KEDA activates 0 -> 1 and the HPA, evaluating at the same moment,
-    # keeps 1 (3 / 5 = 0.6 -> ceil = 1). 23 jobs: 5. The count falls to 2 at 60 s: inactive since 45 s (the last
-    # active poll), so to 0 once 45 + 30 is before the poll: at 90 s, not 75 s; the HPA meanwhile went to 1.
+    # keeps 1 (3 / 5 = 0.6 -> ceil = 1). 23 jobs: 5. The count falls to 2 at 60 s; the last active poll was at
+    # 45 s, kept as 44.5: at 60 the HPA holds 5 (its 30 s window), and at 75 KEDA scales to 0, since 44.5 + 30
+    # is before 75: 30 s after the last active poll, 15 s after the count fell.
     counts = {0.0: 0, 15.0: 2, 30.0: 3, 45.0: 23}
     decided = run(scaled_object(min_replica_count=0), 1, lambda t: counts.get(t, 2), 105)
-    assert decided == {0.0: 0, 15.0: 0, 30.0: 1, 45.0: 5, 60.0: 5, 75.0: 1, 90.0: 0, 105.0: 0}
+    assert decided == {0.0: 0, 15.0: 0, 30.0: 1, 45.0: 5, 60.0: 5, 75.0: 0, 90.0: 0, 105.0: 0}
+
+
+def test_kedas_times_are_the_wall_clock_truncated_to_the_second():
+    # scaledobject_types.go: LastActiveTime *metav1.Time, serialized RFC 3339, whole seconds.
+    assert [k.metav1_time(t) for t in (0.0, 14.9, 15.0, 29.6)] == [-0.5, 14.5, 14.5, 29.5]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# replica_calculator.go GetExternalMetricReplicas, metricType Value: ratio = metric / target for all the
+# consumers; within [0.9, 1.1] keep the count, else ceil(ratio x the pods ready).
+
+
+@pytest.mark.parametrize(
+    "metric, target, current, expected",
+    [
+        (40, 20, 3, 6),  # 40 / 20 = 2: ceil(2 x 3) = 6, twice as many
+        (10, 20, 3, 2),  # 0.5: ceil(1.5) = 2
+        (21, 20, 3, 3),  # 1.05: within, keep 3
+        (22, 20, 3, 3),  # 1.1: the upper edge is within
+        (23, 20, 3, 4),  # 1.15: ceil(3.45) = 4
+        (0, 20, 3, 0),  # 0: ceil(0) = 0 (min comes later)
+        (5, 20, 0, 1),  # at 0 replicas: ceil(0.25) = 1, "scale to zero or n pods depending on usageRatio"
+    ],
+)
+def test_external_metric_replicas(metric, target, current, expected):
+    assert k.external_metric_replicas(metric, target, current, current) == expected
+
+
+def test_a_value_trigger_doubles_the_consumers_when_the_metric_is_twice_its_target():
+    # The oldest job 40 s old against a target of 20 s: at 15 s, 1 -> ceil(2 x 1) = 2; at 30 s, 2 -> 4; at 45,
+    # 4 -> 8; each within the default rate limit (+4 or +100 %). At 60 s, 21 s: within the tolerance, keep 8.
+    so = scaled_object(target=20.0, metric_type="Value")
+    ages = {15.0: 40, 30.0: 40, 45.0: 40, 60.0: 21}
+    decided = run(so, 1, lambda t: ages.get(t, 0), 60)
+    assert decided == {0.0: 1, 15.0: 2, 30.0: 4, 45.0: 8, 60.0: 8}
 
 
 def test_the_hpa_does_nothing_at_zero():
@@ -255,12 +294,14 @@ def test_refuses_what_it_does_not_model():
         "metadata": {"name": "x"},
         "spec": {
             "triggers": [
-                {"type": "postgresql", "metricType": "Value", "metadata": {"query": "q", "targetQueryValue": "5"}}
+                {"type": "postgresql", "metricType": "Utilization", "metadata": {"query": "q", "targetQueryValue": "5"}}
             ]
         },
     }
-    with pytest.raises(k.EmulationError, match="AverageValue"):
+    with pytest.raises(k.EmulationError, match="AverageValue and Value, not Utilization"):
         k.from_manifest(doc)
+    doc["spec"]["triggers"][0]["metricType"] = "Value"
+    assert k.from_manifest(doc).metric_type == "Value"
     doc["spec"]["triggers"].append(doc["spec"]["triggers"][0])
     with pytest.raises(k.EmulationError, match="one postgresql trigger"):
         k.from_manifest(doc)

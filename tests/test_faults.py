@@ -5,15 +5,12 @@ in done_jobs exactly once and the queue drains."""
 import random
 import re
 import signal
-import socket
-import struct
-import threading
 import time
 
 import localpg
 import psycopg2
 import pytest
-from conftest import TcpProxy, load_loop, wait_until
+from support import CommitCutter, containers, env, load_loop, objects, one, role, wait_until
 
 
 def pushed_ids(pusher):
@@ -21,25 +18,35 @@ def pushed_ids(pusher):
 
 
 def drain(db, spawn, db_url, expected, consumers=3):
-    """Let fresh consumers empty the queue, then check each expected job is recorded exactly once."""
+    """Let fresh consumers empty the queue, then check each expected job is recorded exactly once, or set
+    aside after its attempts."""
     workers = [
-        spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.01") for _ in range(consumers)
+        spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.01")
+        for _ in range(consumers)
     ]
     for worker in workers:
         worker.wait_for("Connected to the database")
     wait_until(lambda: db("SELECT count(*) FROM jobs") == [(0,)], 60, "the queue to drain")
     assert all(w.stop() == 0 for w in workers)
     done = [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")]
-    assert done == sorted(expected), "a job was lost, or recorded that was never pushed"
+    # A job whose consumers were killed MAX_ATTEMPTS times holding it is set aside, payload and all.
+    aside = [i for (i,) in db("SELECT id FROM failed_jobs ORDER BY id")]
+    assert sorted(done + aside) == sorted(expected), "a job was lost, recorded twice, or never pushed"
+    for reason, attempts in db("SELECT reason, attempts FROM failed_jobs"):
+        assert attempts == 3 and "stopped without a word" in reason, (reason, attempts)
 
 
 def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn):
     total = 150
     pusher = spawn(
-        "pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.02"
+        "pusher",
+        DATABASE_URL=role(db_url, "pusher"),
+        PUSH_COUNT=str(total),
+        PUSH_INTERVAL_MIN="0",
+        PUSH_INTERVAL_MAX="0.02",
     )
     work = {"PROCESS_TIME_MIN": "0.05", "PROCESS_TIME_MAX": "0.4"}
-    alive = [spawn("consumer", DATABASE_URL=db_url, **work) for _ in range(4)]
+    alive = [spawn("consumer", DATABASE_URL=role(db_url, "consumer"), **work) for _ in range(4)]
     killed = []
     rng = random.Random(7)
     deadline = time.monotonic() + 12
@@ -49,7 +56,7 @@ def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn
         victim.signal(signal.SIGKILL)
         victim.wait()
         killed.append(victim)
-        alive.append(spawn("consumer", DATABASE_URL=db_url, **work))
+        alive.append(spawn("consumer", DATABASE_URL=role(db_url, "consumer"), **work))
     assert pusher.wait(60) == 0, pusher.output
     for consumer in alive:
         consumer.signal(signal.SIGKILL)
@@ -63,11 +70,12 @@ def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn
         abandoned |= started - set(re.findall(r"Completed job (\d+) in", consumer.output))
     assert len(abandoned) >= 5, "the kills should have hit consumers in the middle of a job"
 
-    assert pushed_ids(pusher) == sorted(i for (i,) in db("SELECT id FROM jobs UNION ALL SELECT id FROM done_jobs"))
+    queues = "SELECT id FROM jobs UNION ALL SELECT id FROM done_jobs UNION ALL SELECT id FROM failed_jobs"
+    assert pushed_ids(pusher) == sorted(i for (i,) in db(queues))
     assert len(pushed_ids(pusher)) == total
     drain(db, spawn, db_url, pushed_ids(pusher))
     # What a dead consumer held went back to the queue and was done again: at-least-once execution.
-    done_by = {i for (i,) in db("SELECT id FROM done_jobs")}
+    done_by = {i for (i,) in db("SELECT id FROM done_jobs UNION ALL SELECT id FROM failed_jobs")}
     assert {int(i) for i in abandoned} <= done_by
 
 
@@ -75,9 +83,16 @@ def test_consumers_killed_mid_job_again_and_again_lose_nothing(db_url, db, spawn
 def test_loops_ride_out_a_server_restart_under_load(loop, local_server, db_url, db, spawn):
     total = 80
     pusher = spawn(
-        "pusher", DATABASE_URL=db_url, PUSH_COUNT=str(total), PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05"
+        "pusher",
+        DATABASE_URL=role(db_url, "pusher"),
+        PUSH_COUNT=str(total),
+        PUSH_INTERVAL_MIN="0",
+        PUSH_INTERVAL_MAX="0.05",
     )
-    consumers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1") for _ in range(3)]
+    consumers = [
+        spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.1")
+        for _ in range(3)
+    ]
     pusher.wait_for("Pushed job", count=20)
     local_server.stop()  # fast shutdown: open transactions roll back, every client is disconnected
     time.sleep(3)
@@ -94,68 +109,6 @@ def test_loops_ride_out_a_server_restart_under_load(loop, local_server, db_url, 
     assert [i for (i,) in db("SELECT id FROM done_jobs ORDER BY id")] == pushed_ids(pusher)
 
 
-class CommitCutter(TcpProxy):
-    """A TCP proxy in front of the server that cuts the connection the first time a client sends COMMIT:
-    before the server gets it ("before": the transaction rolls back) or after the server has committed
-    it but before the client hears so ("after"). Either way the client cannot know which happened."""
-
-    def __init__(self, server_port, when):
-        self.when = when
-        self.cut_done = threading.Event()
-        super().__init__(server_port)
-
-    def serve(self, client, server):
-        threading.Thread(target=self.client_to_server, args=(client, server), daemon=True).start()
-
-    @staticmethod
-    def read_exactly(sock, n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError
-            data += chunk
-        return data
-
-    def client_to_server(self, client, server):
-        swallow = threading.Event()
-        threading.Thread(target=self.server_to_client, args=(server, client, swallow), daemon=True).start()
-        try:
-            header = self.read_exactly(client, 4)  # the startup message has no type byte
-            server.sendall(header + self.read_exactly(client, struct.unpack("!I", header)[0] - 4))
-            while True:
-                header = self.read_exactly(client, 5)
-                body = self.read_exactly(client, struct.unpack("!I", header[1:])[0] - 4)
-                if header[:1] == b"Q" and body.startswith(b"COMMIT") and not self.cut_done.is_set():
-                    self.cut_done.set()
-                    if self.when == "after":
-                        swallow.set()
-                        server.sendall(header + body)
-                        time.sleep(0.5)  # the server commits; its answer is swallowed
-                    break
-                server.sendall(header + body)
-        except (ConnectionError, OSError):
-            pass
-        for sock in (client, server):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    @staticmethod
-    def server_to_client(server, client, swallow):
-        try:
-            while True:
-                data = server.recv(65536)
-                if not data:
-                    return
-                if not swallow.is_set():
-                    client.sendall(data)
-        except OSError:
-            pass
-
-
 @pytest.mark.parametrize(
     "when,says",
     [
@@ -168,7 +121,11 @@ def test_a_commit_cut_off_is_looked_up_so_a_push_is_neither_lost_nor_doubled(whe
     cutter = CommitCutter(port, when)
     try:
         pusher = spawn(
-            "pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0"
+            "pusher",
+            DATABASE_URL=cutter.url(role(db_url, "pusher")),
+            PUSH_COUNT="5",
+            PUSH_INTERVAL_MIN="0",
+            PUSH_INTERVAL_MAX="0",
         )
         assert pusher.wait(30) == 0, pusher.output
     finally:
@@ -188,14 +145,20 @@ def test_a_hung_consumer_loses_its_job_to_the_server_timeout_and_cannot_record_i
         "SET idle_in_transaction_session_timeout = '2s'"
     )
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('stuck') RETURNING id")
-    hung = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="hung", PROCESS_TIME_MIN="0.5", PROCESS_TIME_MAX="0.5")
+    hung = spawn(
+        "consumer",
+        DATABASE_URL=role(db_url, "consumer"),
+        HOSTNAME="hung",
+        PROCESS_TIME_MIN="0.5",
+        PROCESS_TIME_MAX="0.5",
+    )
     hung.wait_for(f"Processing job {job_id}")
     hung.signal(signal.SIGSTOP)  # alive, connected, silent: like a consumer on a frozen node
     try:
         # A job that returns by a rollback is announced by no notification: the helper's poll finds it.
         helper = spawn(
             "consumer",
-            DATABASE_URL=db_url,
+            DATABASE_URL=role(db_url, "consumer"),
             HOSTNAME="helper",
             PROCESS_TIME_MIN="0",
             PROCESS_TIME_MAX="0",
@@ -240,7 +203,7 @@ def test_the_server_timeout_leaves_room_for_the_consumers_longest_job(local_serv
 
 def consumer_defaults():
     """The consumer's default timings, read from the program itself."""
-    _, low, high, _, _ = load_loop("consumer").read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
+    _, low, high, _, _, _ = load_loop("consumer").read_config({"DATABASE_URL": "dbname=x", "HOSTNAME": "x"})
     return {"PROCESS_TIME_MIN": low, "PROCESS_TIME_MAX": high}
 
 
@@ -258,7 +221,7 @@ HOSTILE = [
 
 def test_hostile_payloads_are_data_never_sql(db_url, db, spawn):
     ids = [db("INSERT INTO jobs (payload) VALUES (%s) RETURNING id", (p,))[0][0] for p in HOSTILE]
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(len(HOSTILE),)], 30, "every payload done")
     assert consumer.stop() == 0
     assert "Traceback" not in consumer.output
@@ -268,14 +231,15 @@ def test_hostile_payloads_are_data_never_sql(db_url, db, spawn):
 
 
 def test_sigterm_mid_job_ends_within_the_grace_period_the_deployment_gives(db_url, db, spawn):
-    from test_manifests import containers, env, objects, one
 
     template = one(objects("base"), "Deployment", "job-consumer")["spec"]["template"]
     grace = template["spec"]["terminationGracePeriodSeconds"]
     longest = env(containers(template)[0])["PROCESS_TIME_MAX"]["value"]
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('scaled away') RETURNING id")
     # The worst case: the longest job the Deployment allows, SIGTERM the moment it starts.
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN=longest, PROCESS_TIME_MAX=longest)
+    consumer = spawn(
+        "consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN=longest, PROCESS_TIME_MAX=longest
+    )
     consumer.wait_for(f"Processing job {job_id}")
     started = time.monotonic()
     consumer.signal(signal.SIGTERM)
@@ -294,16 +258,16 @@ def test_only_a_job_longer_than_the_server_allows_is_announced_at_start(db_url, 
         "PROCESS_TIME_MAX (2s) is not below the server's idle_in_transaction_session_timeout (2s): "
         "a longer job will be cut off and done again"
     )
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="2")
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="2")
     consumer.wait_for(warns)
     assert consumer.stop() == 0
-    fits = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="1.5")
+    fits = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="1.5")
     fits.wait_for("Connected to the database")
     assert fits.stop() == 0
     assert "cut off" not in fits.output
     # 0 is PostgreSQL's default: no timeout at all, so no job is too long.
     db(alter + "0")
-    unbounded = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="5")
+    unbounded = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="5")
     unbounded.wait_for("Connected to the database")
     assert unbounded.stop() == 0
     assert "cut off" not in unbounded.output

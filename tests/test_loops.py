@@ -5,7 +5,7 @@ import signal
 import time
 
 import pytest
-from conftest import wait_until
+from support import role, wait_until
 
 FAST = {"PROCESS_TIME_MIN": "0", "PROCESS_TIME_MAX": "0.01"}
 
@@ -15,7 +15,9 @@ def push(db, *payloads):
 
 
 def test_pusher_pushes_count_jobs_of_twenty_letters_and_exits(db_url, db, spawn):
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT="5", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0")
+    pusher = spawn(
+        "pusher", DATABASE_URL=role(db_url, "pusher"), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0"
+    )
     assert pusher.wait() == 0, pusher.output
     rows = db("SELECT id, payload FROM jobs ORDER BY id")
     assert len(rows) == 5
@@ -25,7 +27,7 @@ def test_pusher_pushes_count_jobs_of_twenty_letters_and_exits(db_url, db, spawn)
 
 
 def test_pusher_waits_between_jobs_and_stops_at_once_on_sigterm(db_url, db, spawn):
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_INTERVAL_MIN="60", PUSH_INTERVAL_MAX="60")
+    pusher = spawn("pusher", DATABASE_URL=role(db_url, "pusher"), PUSH_INTERVAL_MIN="60", PUSH_INTERVAL_MAX="60")
     pusher.wait_for("Pushed job")
     started = time.monotonic()
     pusher.signal(signal.SIGTERM)
@@ -36,7 +38,7 @@ def test_pusher_waits_between_jobs_and_stops_at_once_on_sigterm(db_url, db, spaw
 
 def test_consumer_claims_records_and_logs_one_job(db_url, db, spawn):
     [job_id] = push(db, "hello")
-    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="pod-a", **FAST)
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), HOSTNAME="pod-a", **FAST)
     consumer.wait_for(f"[pod-a] Completed job {job_id} in ")
     assert f"[pod-a] Processing job {job_id}: hello" in consumer.output
     assert consumer.stop() == 0
@@ -47,7 +49,7 @@ def test_consumer_claims_records_and_logs_one_job(db_url, db, spawn):
 def test_jobs_pushed_one_after_another_are_processed_in_that_order(db_url, db, spawn):
     # Ids, insertion order and created_at agree here; tests/test_queue.py takes them apart.
     ids = push(db, "first", "second", "third")
-    consumer = spawn("consumer", DATABASE_URL=db_url, **FAST)
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), **FAST)
     consumer.wait_for("Completed job", count=3)
     consumer.stop()
     processed = [int(i) for i in re.findall(r"Processing job (\d+):", consumer.output)]
@@ -56,7 +58,7 @@ def test_jobs_pushed_one_after_another_are_processed_in_that_order(db_url, db, s
 
 def test_a_job_in_progress_is_still_counted_by_the_scaler_query(db_url, db, spawn):
     [job_id] = push(db, "slow")
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="30", PROCESS_TIME_MAX="30")
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="30", PROCESS_TIME_MAX="30")
     consumer.wait_for(f"Processing job {job_id}")
     # KEDA's query, from another session: the uncommitted DELETE still shows the row.
     assert db("SELECT COUNT(*) FROM jobs") == [(1,)]
@@ -67,7 +69,13 @@ def test_a_job_in_progress_is_still_counted_by_the_scaler_query(db_url, db, spaw
 def test_several_consumers_share_one_queue_and_no_job_is_done_twice(db_url, db, spawn):
     ids = push(db, *(f"job{i}" for i in range(300)))
     consumers = [
-        spawn("consumer", DATABASE_URL=db_url, HOSTNAME=f"c{i}", PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0.02")
+        spawn(
+            "consumer",
+            DATABASE_URL=role(db_url, "consumer"),
+            HOSTNAME=f"c{i}",
+            PROCESS_TIME_MIN="0",
+            PROCESS_TIME_MAX="0.02",
+        )
         for i in range(5)
     ]
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(300,)], 120, "300 jobs done")
@@ -86,7 +94,7 @@ def test_a_signal_mid_job_lets_the_job_finish_and_be_recorded_then_exits_0(sig, 
     job_time = 3.0
     consumer = spawn(
         "consumer",
-        DATABASE_URL=db_url,
+        DATABASE_URL=role(db_url, "consumer"),
         HOSTNAME="pod-b",
         PROCESS_TIME_MIN=str(job_time),
         PROCESS_TIME_MAX=str(job_time),
@@ -104,7 +112,7 @@ def test_a_signal_mid_job_lets_the_job_finish_and_be_recorded_then_exits_0(sig, 
 
 
 def test_sigterm_when_idle_exits_0_within_about_a_second(db_url, spawn, server):
-    consumer = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="idle")
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), HOSTNAME="idle")
     # Connected and polling an empty queue: its session shows up on the server.
     wait_until(lambda: server.sessions(db_url) > 0, 30, "the consumer's connection")
     time.sleep(0.5)
@@ -118,7 +126,7 @@ def test_sigterm_when_idle_exits_0_within_about_a_second(db_url, spawn, server):
 
 def test_a_second_signal_aborts_and_the_job_stays_queued(db_url, db, spawn):
     [job_id] = push(db, "abandoned")
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
     consumer.wait_for(f"Processing job {job_id}")
     consumer.signal(signal.SIGTERM)
     consumer.wait_for("Stop requested")

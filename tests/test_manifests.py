@@ -7,9 +7,7 @@ strict), the keys KEDA's postgresql scaler reads, checkov, and the replica count
 the trigger's query run against the real schema.
 """
 
-import base64
 import copy
-import functools
 import json
 import re
 import shutil
@@ -22,17 +20,26 @@ import localpg
 import psycopg2
 import pytest
 import yaml
-from conftest import load_loop
+from support import (
+    KUBECTL,
+    NAMESPACE,
+    SECRET,
+    STOP_MARGIN,
+    VARIANTS,
+    containers,
+    env,
+    expand,
+    kustomize,
+    load_loop,
+    objects,
+    one,
+    option,
+    pod_templates,
+    secret_data,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent  # the virtual environment's bin/, where `make venv` puts kubectl
-KUBECTL = BIN / "kubectl"
-CHECKOV = BIN.parent / "checkov" / "bin" / "checkov"  # its own environment: its pins clash with pytest's
-
-# What `kubectl apply -k` is pointed at: the repository root (the base) and the one variant.
-VARIANTS = {"base": ".", "scale-to-zero": "k8s/overlays/scale-to-zero"}
-NAMESPACE = "job-processing"
-SECRET = "postgres-secret"
+CHECKOV = Path(sys.executable).parent.parent / "checkov" / "bin" / "checkov"  # its pins clash with pytest's
 
 # The Kubernetes minor versions the manifests must be valid for (README.md says the same): kubernetes-validate
 # checks every core object against each version's published schema.
@@ -60,52 +67,6 @@ POSTGRESQL_AUTH_PARAMS = {"connection", "host", "port", "userName", "dbName", "s
 
 # The loops' UID and GID, from their Dockerfiles; the postgres image's own postgres user is 999:999.
 POSTGRES_IMAGE_UID = 999
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Rendering, once per variant for the whole session.
-
-
-@functools.cache
-def kustomize(target, cwd=ROOT):
-    result = subprocess.run([str(KUBECTL), "kustomize", target], cwd=cwd, capture_output=True, text=True, timeout=120)
-    return result
-
-
-@functools.cache
-def _objects(target):
-    result = kustomize(target)
-    assert result.returncode == 0, f"kubectl kustomize {target} failed:\n{result.stderr}"
-    return tuple(yaml.safe_load_all(result.stdout))
-
-
-def objects(variant):
-    """A fresh copy of the rendered objects, so a test may change them."""
-    return copy.deepcopy(list(_objects(VARIANTS[variant])))
-
-
-def one(docs, kind, name=None):
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
-
-
-def pod_templates(docs):
-    return [(d, d["spec"]["template"]) for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
-
-
-def containers(template):
-    spec = template["spec"]
-    return spec.get("initContainers", []) + spec["containers"]
-
-
-def env(container):
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def secret_data(docs):
-    secret = one(docs, "Secret", SECRET)
-    return {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
 
 
 def matches(selector, labels):
@@ -285,12 +246,12 @@ def test_scale_to_zero_changes_only_min_replicas():
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_secret_trigger_authentication_scaled_object_deployment(variant):
     docs = objects(variant)
-    data = secret_data(docs)
     assert one(docs, "Secret", SECRET)["metadata"]["name"] == SECRET  # no hash suffix: KEDA looks it up by name
 
     trigger_auth = one(docs, "TriggerAuthentication", "keda-trigger-auth-postgresql")
-    assert trigger_auth["spec"]["secretTargetRef"] == [{"parameter": "connection", "name": SECRET, "key": "connection"}]
-    assert "connection" in data
+    assert trigger_auth["spec"]["secretTargetRef"] == [
+        {"parameter": "connection", "name": SECRET, "key": URL_KEYS["keda"]}
+    ]
 
     scaled_object = one(docs, "ScaledObject", "job-consumer-scaler")
     (trigger,) = scaled_object["spec"]["triggers"]
@@ -302,10 +263,23 @@ def test_secret_trigger_authentication_scaled_object_deployment(variant):
     assert target.get("kind", "Deployment") == "Deployment"
     assert one(docs, "Deployment", target["name"])["metadata"]["name"] == "job-consumer"
 
-    # The loops read the very key KEDA reads: one connection string.
-    for name in ("job-pusher", "job-consumer"):
-        (container,) = containers(one(docs, "Deployment", name)["spec"]["template"])
-        assert env(container)["DATABASE_URL"]["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": "connection"}}
+
+# The Secret's key for each program's connection string: the environment variable db/passwords.sql reads.
+URL_KEYS = {program: f"{program.upper()}_DATABASE_URL" for program in localpg.ROLES}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_program_reads_its_own_roles_connection_string_from_the_one_secret(variant):
+    docs = objects(variant)
+    data = secret_data(docs)
+    for program in ("pusher", "consumer"):
+        (container,) = containers(one(docs, "Deployment", f"job-{program}")["spec"]["template"])
+        key = URL_KEYS[program]
+        assert env(container)["DATABASE_URL"]["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": key}}
+    for program, key in URL_KEYS.items():
+        user = psycopg2.extensions.parse_dsn(data[key])["user"]
+        assert user == localpg.ROLES[program][0], f"{key} connects as {user}"
+        assert user != data["POSTGRES_USER"], "a program connects as the administrator"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -329,25 +303,29 @@ def test_every_reference_resolves(variant):
 
 
 def test_credentials_are_written_in_one_file():
-    """The connection string once, the credentials in k8s/base/credentials.env only, among kustomize's inputs."""
+    """Each connection string once, every password in k8s/base/credentials.env only, among kustomize's inputs."""
     inputs = [ROOT / "kustomization.yaml", ROOT / "db" / "kustomization.yaml"]
     inputs += [p for p in (ROOT / "k8s").rglob("*") if p.is_file()]
     credentials = ROOT / "k8s" / "base" / "credentials.env"
-    password = secret_data(objects("base"))["POSTGRES_PASSWORD"]
+    data = secret_data(objects("base"))
+    passwords = [data["POSTGRES_PASSWORD"]] + [
+        psycopg2.extensions.parse_dsn(data[k])["password"] for k in URL_KEYS.values()
+    ]
     uris = []
     for path in inputs:
         text = path.read_text()
         uris += [path] * text.count("postgresql://")
         if path != credentials:
-            assert password not in text, f"{path.relative_to(ROOT)} repeats the password"
-    assert uris == [credentials]
+            for password in passwords:
+                assert password not in text, f"{path.relative_to(ROOT)} repeats a password"
+    assert uris == [credentials] * len(URL_KEYS)
+    assert credentials.read_text().count(data["POSTGRES_PASSWORD"]) == 1
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_connection_string_matches_service_and_postgres(variant):
     docs = objects(variant)
     data = secret_data(docs)
-    dsn = psycopg2.extensions.parse_dsn(data["connection"])
 
     statefulset = one(docs, "StatefulSet", "postgres")
     template = statefulset["spec"]["template"]
@@ -358,21 +336,25 @@ def test_connection_string_matches_service_and_postgres(variant):
     (service_port,) = service["spec"]["ports"]
     assert service_port["targetPort"] in (port["name"], port["containerPort"])
 
-    assert dsn["host"] == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
-    assert int(dsn["port"]) == service_port["port"]
-    assert dsn["user"] == data["POSTGRES_USER"]
-    assert dsn["password"] == data["POSTGRES_PASSWORD"]
-    assert dsn["dbname"] == data["POSTGRES_DB"]
-    # Postgres gets exactly the keys of the Secret that the image reads, from the same Secret.
+    for key in URL_KEYS.values():
+        dsn = psycopg2.extensions.parse_dsn(data[key])
+        assert dsn["host"] == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+        assert int(dsn["port"]) == service_port["port"]
+        assert dsn["dbname"] == data["POSTGRES_DB"]
+    # Postgres gets the keys of the Secret the image reads, and every program's connection string, which
+    # db/passwords.sql reads for the roles' passwords; from the same Secret, under the same names.
     variables = env(postgres)
-    for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
+    for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", *URL_KEYS.values()):
         assert variables[key]["valueFrom"] == {"secretKeyRef": {"name": SECRET, "key": key}}
 
 
-def test_init_sql_configmap_is_db_init_sql():
+def test_init_sql_configmap_is_db_init_sql_and_passwords_sql():
     docs = objects("base")
     (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert config_map["data"]["init.sql"].encode() == (ROOT / "db" / "init.sql").read_bytes()
+    # The image runs them in the order of their names: the schema and the roles, then the roles' passwords.
+    assert sorted(config_map["data"]) == ["init.sql", "passwords.sql"]
+    for name in config_map["data"]:
+        assert config_map["data"][name].encode() == (ROOT / "db" / name).read_bytes()
     template = one(docs, "StatefulSet", "postgres")["spec"]["template"]
     (volume,) = [v for v in template["spec"]["volumes"] if "configMap" in v]
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
@@ -484,7 +466,7 @@ def test_loops_run_as_the_dockerfiles_user():
 def test_images_are_tagged_once_and_match_compose_names():
     docs = objects("base")
     images = {c["image"] for _, t in pod_templates(docs) for c in containers(t)}
-    assert images == {"postgres:18.1", "job-pusher:1.0.0", "job-consumer:1.0.0"}
+    assert images == {"postgres:18.1", "job-pusher:1.1.0", "job-consumer:1.1.0"}
     # Tags come from the kustomization's images: list; the manifests themselves name no tag.
     for path in (ROOT / "k8s" / "base").glob("*.yaml"):
         for line in path.read_text().splitlines():
@@ -866,7 +848,6 @@ def test_local_overlay_replaces_the_credentials(tmp_path, variant, base):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_a_consumer_stopped_mid_job_has_time_to_finish_it_before_sigkill(variant):
-    from test_compose import STOP_MARGIN  # the time a stop needs beyond the job: the one value for both
 
     template = one(objects(variant), "Deployment", "job-consumer")["spec"]["template"]
     (consumer,) = containers(template)
@@ -895,8 +876,6 @@ def test_one_database_server_and_one_pusher():
 
 def test_the_database_probes_ask_over_tcp_for_the_role_and_database_the_secret_creates():
     import shlex
-
-    from test_compose import expand, option
 
     docs = objects("base")
     data = secret_data(docs)

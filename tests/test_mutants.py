@@ -5,7 +5,7 @@ import re
 
 import mutate  # tests/mutate.py
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 
 def test_every_mutant_still_applies_and_names_tests_that_exist():

@@ -14,8 +14,8 @@ import time
 
 import psycopg2
 import pytest
-from conftest import TcpProxy, load_loop, wait_until
 from psycopg2.extensions import parse_dsn
+from support import TcpProxy, load_loop, role, wait_until
 
 consumer = load_loop("consumer")
 NEVER = "3600"  # seconds: a poll interval no test waits out
@@ -87,7 +87,7 @@ def test_a_bulk_insert_runs_the_notify_trigger_once_not_once_per_row(db):
 
 
 def test_an_idle_consumer_is_woken_by_an_insert(db_url, db, spawn):
-    worker = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST)
+    worker = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), POLL_INTERVAL=NEVER, **FAST)
     wait_until_idle(db)
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('wake up') RETURNING id")
     worker.wait_for(f"Completed job {job_id}", timeout=20)
@@ -97,7 +97,13 @@ def test_an_idle_consumer_is_woken_by_an_insert(db_url, db, spawn):
 def test_one_notification_wakes_every_idle_consumer_and_they_drain_a_burst_losing_nothing(db_url, db, spawn):
     # Jobs of 10 to 20 ms: one consumer alone would take seconds, so each of the others, once woken, gets some.
     workers = [
-        spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, PROCESS_TIME_MIN="0.01", PROCESS_TIME_MAX="0.02")
+        spawn(
+            "consumer",
+            DATABASE_URL=role(db_url, "consumer"),
+            POLL_INTERVAL=NEVER,
+            PROCESS_TIME_MIN="0.01",
+            PROCESS_TIME_MAX="0.02",
+        )
         for _ in range(3)
     ]
     wait_until_idle(db, 3)
@@ -114,7 +120,7 @@ def test_one_notification_wakes_every_idle_consumer_and_they_drain_a_burst_losin
 
 
 def test_an_idle_consumer_sends_the_server_nothing_until_a_notification_or_the_poll(db_url, db, spawn):
-    worker = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST)
+    worker = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), POLL_INTERVAL=NEVER, **FAST)
     wait_until_idle(db)
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('one') RETURNING id")  # a notification, then none
     worker.wait_for(f"Completed job {job_id}", timeout=20)
@@ -130,7 +136,8 @@ def test_an_idle_consumer_sends_the_server_nothing_until_a_notification_or_the_p
 
 def test_a_busy_consumer_keeps_one_notification_however_many_jobs_are_pushed(db_url, db):
     # A consumer at work reads the notifications that come with its answers; they only tell it to look again.
-    conn = consumer.connect(db_url, "t", 0, consumer.StopRequest())
+    consumer.stop = consumer.StopRequest()
+    conn, attempts = consumer.connect(role(db_url, "consumer"), "t", 0)
     try:
         for n in range(50):  # 50 transactions, 50 notifications
             db("INSERT INTO jobs (payload) VALUES (%s)", (f"job {n}",))
@@ -139,14 +146,21 @@ def test_a_busy_consumer_keeps_one_notification_however_many_jobs_are_pushed(db_
         assert len(conn.notifies) == 1, "its memory would grow with every job pushed while it works"
     finally:
         conn.close()
+        attempts.close()
 
 
 def test_a_job_that_returns_by_a_rollback_is_found_by_the_poll(db_url, db, spawn):
     # No notification announces it: the consumer holding it dies, the server rolls its claim back.
     [(job_id,)] = db("INSERT INTO jobs (payload) VALUES ('given back') RETURNING id")
-    holder = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
+    holder = spawn(
+        "consumer",
+        DATABASE_URL=role(db_url, "consumer"),
+        POLL_INTERVAL=NEVER,
+        PROCESS_TIME_MIN="60",
+        PROCESS_TIME_MAX="60",
+    )
     holder.wait_for(f"Processing job {job_id}")
-    helper = spawn("consumer", DATABASE_URL=db_url, HOSTNAME="helper", POLL_INTERVAL="1", **FAST)
+    helper = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), HOSTNAME="helper", POLL_INTERVAL="1", **FAST)
     wait_until_idle(db)  # the helper looked, passed over the held job, and waits
     holder.signal(signal.SIGKILL)
     holder.wait()
@@ -156,7 +170,7 @@ def test_a_job_that_returns_by_a_rollback_is_found_by_the_poll(db_url, db, spawn
 
 
 def test_a_consumer_whose_session_is_ended_reconnects_and_listens_again(db_url, db, spawn):
-    worker = spawn("consumer", DATABASE_URL=db_url, POLL_INTERVAL=NEVER, **FAST)
+    worker = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), POLL_INTERVAL=NEVER, **FAST)
     wait_until_idle(db)
     db(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
@@ -215,7 +229,7 @@ class SilentCut(TcpProxy):
 def test_a_consumer_whose_connection_died_silently_finds_out_at_the_poll_and_reconnects(db_url, db, spawn):
     proxy = SilentCut(db_url)
     try:
-        worker = spawn("consumer", DATABASE_URL=proxy.url(db_url), POLL_INTERVAL="2", **FAST)
+        worker = spawn("consumer", DATABASE_URL=proxy.url(role(db_url, "consumer")), POLL_INTERVAL="2", **FAST)
         wait_until_idle(db)
         proxy.cut()
         wait_until(lambda: consumer_sessions(db) == 0, 30, "the server to end the consumer's session")
@@ -234,17 +248,22 @@ def test_a_consumer_whose_connection_died_silently_finds_out_at_the_poll_and_rec
 def test_a_connection_that_dies_without_a_word_fails_within_about_a_minute(db_url):
     # A server that vanishes, or a NAT that forgets the connection, sends nothing at all: no test proxy can
     # play that, so this checks the bounds the kernel applies to the consumer's socket.
-    conn = consumer.connect(db_url, "t", 0, consumer.StopRequest())
-    sock = socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+    consumer.stop = consumer.StopRequest()
+    conns = consumer.connect(role(db_url, "consumer"), "t", 0)
     try:
-        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-        silent = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) + sock.getsockopt(
-            socket.IPPROTO_TCP, socket.TCP_KEEPINTVL
-        ) * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
-        assert silent <= 60, "an idle consumer would wait out the kernel's two hours on a dead connection"
-        assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) <= 60_000, (
-            "a claim sent into a dead connection would wait for its answer for many minutes"
-        )
+        for conn in conns:  # the claims' and the attempts'
+            sock = socket.fromfd(conn.fileno(), socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                silent = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) + sock.getsockopt(
+                    socket.IPPROTO_TCP, socket.TCP_KEEPINTVL
+                ) * sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+                assert silent <= 60, "an idle consumer would wait out the kernel's two hours on a dead connection"
+                assert 0 < sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) <= 60_000, (
+                    "a claim sent into a dead connection would wait for its answer for many minutes"
+                )
+            finally:
+                sock.close()
     finally:
-        sock.close()
-        conn.close()
+        for conn in conns:
+            conn.close()

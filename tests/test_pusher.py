@@ -11,8 +11,7 @@ from itertools import pairwise
 
 import psycopg2
 import pytest
-from conftest import wait_until
-from test_faults import CommitCutter
+from support import CommitCutter, objects, one, role, wait_until
 
 LOOPS = ["pusher", "consumer"]
 NOWHERE = "postgresql://jobuser:jobpass123@127.0.0.1:9/jobqueue"  # nothing listens on port 9
@@ -20,7 +19,7 @@ NOWHERE = "postgresql://jobuser:jobpass123@127.0.0.1:9/jobqueue"  # nothing list
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_pusher_which_then_says_how_many_jobs_it_pushed(sig, db_url, db, spawn):
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05")
+    pusher = spawn("pusher", DATABASE_URL=role(db_url, "pusher"), PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0.05")
     pusher.wait_for("Pushed job", count=3)
     pusher.signal(sig)
     assert pusher.wait(10) == 0, pusher.output
@@ -31,7 +30,9 @@ def test_a_signal_stops_the_pusher_which_then_says_how_many_jobs_it_pushed(sig, 
 
 
 def test_the_pusher_exits_after_push_count_jobs_without_waiting_out_another_pause(db_url, db, spawn):
-    pusher = spawn("pusher", DATABASE_URL=db_url, PUSH_COUNT="1", PUSH_INTERVAL_MIN="60", PUSH_INTERVAL_MAX="60")
+    pusher = spawn(
+        "pusher", DATABASE_URL=role(db_url, "pusher"), PUSH_COUNT="1", PUSH_INTERVAL_MIN="60", PUSH_INTERVAL_MAX="60"
+    )
     assert pusher.wait(10) == 0, "it waited out a pause after its last job"
     assert db("SELECT count(*) FROM jobs") == [(1,)]
     assert pusher.output.splitlines()[-1] == "Stopped after pushing 1 jobs"
@@ -40,7 +41,11 @@ def test_the_pusher_exits_after_push_count_jobs_without_waiting_out_another_paus
 def test_the_pauses_between_jobs_are_drawn_from_push_interval_min_to_max(db_url, db, spawn):
     low, high, jobs = 0.4, 0.8, 7
     pusher = spawn(
-        "pusher", DATABASE_URL=db_url, PUSH_COUNT=str(jobs), PUSH_INTERVAL_MIN=str(low), PUSH_INTERVAL_MAX=str(high)
+        "pusher",
+        DATABASE_URL=role(db_url, "pusher"),
+        PUSH_COUNT=str(jobs),
+        PUSH_INTERVAL_MIN=str(low),
+        PUSH_INTERVAL_MAX=str(high),
     )
     assert pusher.wait(30) == 0, pusher.output
     # created_at is the start of each job's transaction: two of them are at least one pause apart.
@@ -57,7 +62,11 @@ def test_a_cut_off_job_that_a_consumer_already_finished_is_counted_not_pushed_ag
     cutter = CommitCutter(int(psycopg2.extensions.parse_dsn(db_url)["port"]), "after")
     try:
         pusher = spawn(
-            "pusher", DATABASE_URL=cutter.url(db_url), PUSH_COUNT="5", PUSH_INTERVAL_MIN="0", PUSH_INTERVAL_MAX="0"
+            "pusher",
+            DATABASE_URL=cutter.url(role(db_url, "pusher")),
+            PUSH_COUNT="5",
+            PUSH_INTERVAL_MIN="0",
+            PUSH_INTERVAL_MAX="0",
         )
         # The first job's commit landed, but its answer was cut off; the pusher waits before it reconnects and
         # looks the job up. Meanwhile a consumer claims the job and records it, in one transaction.
@@ -73,17 +82,10 @@ def test_a_cut_off_job_that_a_consumer_already_finished_is_counted_not_pushed_ag
     assert db("SELECT count(*) FROM jobs") == [(4,)], "PUSH_COUNT jobs, the finished one among them, none twice"
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_loop_stopped_while_a_server_never_answers_exits_0_within_its_grace_period(loop, spawn):
-    # The kernel completes the TCP handshake for a listening socket, but nothing ever answers on it: like a
-    # host that has frozen, or a firewall that swallows packets after the handshake. A connect cannot be
-    # interrupted, so a loop told to stop in the middle of one ends only when the connect gives up: that must
-    # come before Kubernetes loses patience and sends SIGKILL.
-    from test_manifests import objects, one
-
-    grace = one(objects("base"), "Deployment", f"job-{loop}")["spec"]["template"]["spec"].get(
-        "terminationGracePeriodSeconds", 30
-    )  # Kubernetes' default
+@pytest.fixture
+def silent_server():
+    """A port where the kernel completes the TCP handshake but nothing ever answers: like a host that has
+    frozen, or a firewall that swallows packets after the handshake. Yields (url, connections held)."""
     silent = socket.create_server(("127.0.0.1", 0))
     held = []
 
@@ -96,17 +98,40 @@ def test_a_loop_stopped_while_a_server_never_answers_exits_0_within_its_grace_pe
 
     threading.Thread(target=accept, daemon=True).start()
     try:
-        proc = spawn(loop, DATABASE_URL=f"postgresql://jobuser:jobpass123@127.0.0.1:{silent.getsockname()[1]}/jobqueue")
-        wait_until(lambda: held, 15, "the loop's connect reached the silent server")
-        started = time.monotonic()
-        proc.signal(signal.SIGTERM)
-        assert proc.wait(grace + 15) == 0, proc.output
-        assert time.monotonic() - started < grace, "Kubernetes would have sent SIGKILL"
-        assert "failed: timeout expired); retrying in" in proc.output
+        yield f"postgresql://jobuser:jobpass123@127.0.0.1:{silent.getsockname()[1]}/jobqueue", held
     finally:
         silent.close()
         for conn in held:
             conn.close()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_loop_stopped_while_a_server_never_answers_exits_0_within_its_grace_period(loop, spawn, silent_server):
+    # Stopped in the middle of a connect that will never complete, the loop must not wait for it until
+    # Kubernetes loses patience and sends SIGKILL.
+    grace = one(objects("base"), "Deployment", f"job-{loop}")["spec"]["template"]["spec"].get(
+        "terminationGracePeriodSeconds", 30
+    )  # Kubernetes' default
+    url, held = silent_server
+    proc = spawn(loop, DATABASE_URL=url)
+    wait_until(lambda: held, 15, "the loop's connect reached the silent server")
+    started = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    assert proc.wait(grace + 15) == 0, proc.output
+    assert time.monotonic() - started < grace, "Kubernetes would have sent SIGKILL"
+    assert "Cannot connect to the database (no answer" in proc.output
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_connect_to_a_server_that_never_answers_gives_up_after_the_connect_timeout(loop, spawn, silent_server):
+    # Without the bound, a connect to a frozen host waits for the kernel, minutes, before the loop tries again.
+    url, held = silent_server
+    proc = spawn(loop, DATABASE_URL=url)
+    wait_until(lambda: held, 15, "the loop's connect reached the silent server")
+    started = time.monotonic()
+    proc.wait_for("Cannot connect to the database (timeout expired); retrying in", timeout=20)
+    assert time.monotonic() - started >= 5, "it gave up long before its CONNECT_TIMEOUT of 10 s"
+    assert proc.stop() == 0
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -6,14 +6,17 @@ the job."""
 import signal
 from itertools import pairwise
 
-from conftest import wait_until
+from support import role, wait_until
 
 IN_HAND = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'"
 
 
 def test_consumers_hold_different_jobs_at_the_same_time(db_url, db, spawn):
     db("INSERT INTO jobs (payload) SELECT 'job ' || n FROM generate_series(1, 3) AS n")
-    consumers = [spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60") for _ in range(3)]
+    consumers = [
+        spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="60", PROCESS_TIME_MAX="60")
+        for _ in range(3)
+    ]
     # A consumer at work holds its claim open and waits: to the server, a session idle in transaction. One that
     # waits for another's row lock instead is active, waiting on a Lock: its pod adds nothing but a connection.
     wait_until(lambda: db(IN_HAND) == [(3,)], 15, "three consumers each holding a job")
@@ -36,7 +39,7 @@ def test_the_oldest_job_goes_first_even_when_ids_and_insertion_order_disagree(db
         )[0][0]
         for age in ages
     ]
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
+    consumer = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN="0", PROCESS_TIME_MAX="0")
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(len(ids),)], 30, "every job done")
     assert consumer.stop() == 0
     # completed_at is now() of the job's transaction, which began with its claim: the order of the claims.
@@ -47,7 +50,12 @@ def test_the_oldest_job_goes_first_even_when_ids_and_insertion_order_disagree(db
 def test_a_consumer_stopped_mid_job_spends_the_whole_job_before_recording_it(db_url, db, spawn):
     db("INSERT INTO jobs (payload) VALUES ('in hand')")
     job_time = 3.0
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN=str(job_time), PROCESS_TIME_MAX=str(job_time))
+    consumer = spawn(
+        "consumer",
+        DATABASE_URL=role(db_url, "consumer"),
+        PROCESS_TIME_MIN=str(job_time),
+        PROCESS_TIME_MAX=str(job_time),
+    )
     wait_until(lambda: db(IN_HAND) == [(1,)], 30, "the consumer holding the job")
     # The server's clock on both sides: when the claim's transaction began, and when its record became visible.
     [(claimed,)] = db(
@@ -65,7 +73,9 @@ def test_a_consumer_stopped_mid_job_spends_the_whole_job_before_recording_it(db_
 def test_each_job_takes_a_time_drawn_from_process_time_min_to_max(db_url, db, spawn):
     low, high, jobs = 0.3, 0.6, 10
     db("INSERT INTO jobs (payload) SELECT 'job ' || n FROM generate_series(1, %s) AS n", (jobs,))
-    consumer = spawn("consumer", DATABASE_URL=db_url, PROCESS_TIME_MIN=str(low), PROCESS_TIME_MAX=str(high))
+    consumer = spawn(
+        "consumer", DATABASE_URL=role(db_url, "consumer"), PROCESS_TIME_MIN=str(low), PROCESS_TIME_MAX=str(high)
+    )
     wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(jobs,)], 30, "every job done")
     assert consumer.stop() == 0
     # completed_at is the start of each job's transaction, its claim: one consumer's claims are at least one

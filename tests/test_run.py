@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from conftest import CONFIG_VARIABLES, ROOT
+from support import CONFIG_VARIABLES, ROOT
 
 
 def start_run(tmp_path, consumers, db_url=None, **env):
@@ -45,7 +45,8 @@ def test_ctrl_c_stops_every_loop_gracefully_and_the_summary_adds_up(tmp_path):
     for name in ["consumer-1", "consumer-2", "consumer-3", "consumer-4"]:
         assert f"{name} | [{name}] Stopped" in out
         assert f"{name} | [{name}] Processing job" in out, f"{name} never got a job"
-    pushed, done, queued = map(int, re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued", out).groups())
+    summary = re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued, 0 set aside", out)
+    pushed, done, queued = map(int, summary.groups())
     assert pushed == len(re.findall(r"pusher +\| Pushed job", out)) == done + queued
     assert done == len(re.findall(r"\| \[consumer-\d\] Completed job", out))
     processing = re.findall(r"Processing job (\d+):", out)
@@ -87,7 +88,8 @@ def test_ctrl_c_again_aborts_and_the_jobs_in_hand_stay_queued(db_url, db, tmp_pa
     assert len(in_hand) == 2
     assert in_hand <= {i for (i,) in db("SELECT id FROM jobs")}
     assert db("SELECT count(*) FROM done_jobs") == [(0,)]
-    pushed, done, queued = map(int, re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued", out).groups())
+    summary = re.search(r"Summary: (\d+) pushed, (\d+) done, (\d+) still queued, 0 set aside", out)
+    pushed, done, queued = map(int, summary.groups())
     assert (done, queued) == (0, pushed) and pushed == db("SELECT count(*) FROM jobs")[0][0]
 
 

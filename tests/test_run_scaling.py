@@ -17,7 +17,7 @@ import time
 import keda_emulation
 import psycopg2
 import pytest
-from conftest import CONFIG_VARIABLES, ROOT
+from support import CONFIG_VARIABLES, ROOT
 
 TIME_SCALE = 15  # the HPA's 15 s sync period, KEDA's polling and the 30 s window in 1 s and 2 s of real time
 BURST = 150
@@ -109,7 +109,9 @@ def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db
     ((last_id,),) = table(db_url, "SELECT last_value FROM jobs_id_seq")
     assert sorted(done + queued) == list(range(1, last_id + 1))
     assert len(done) + len(queued) == pushed
-    assert re.search(rf"^Summary: {pushed} pushed, {len(done)} done, {len(queued)} still queued$", out, re.M)
+    assert re.search(
+        rf"^Summary: {pushed} pushed, {len(done)} done, {len(queued)} still queued, 0 set aside$", out, re.M
+    )
 
     # Every consumer a scale-down stopped exited 0, some of them after finishing a job in hand.
     away, busy, clean, total = map(

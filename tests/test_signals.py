@@ -18,7 +18,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 # The loop's own stop_on_signals(), then a tight loop of wait() calls, so that most signals land inside wait().
 # One round per line on stdin: a fresh stop request, a line out, wait() until a signal sets it.

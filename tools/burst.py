@@ -1,7 +1,9 @@
 """`make burst JOBS=200`: that many jobs at once, pushed by the project's own pusher (no pause between two jobs,
-PUSH_COUNT jobs, then it exits 0), into the system `make run` started, or into DATABASE_URL if it is given.
+PUSH_COUNT jobs, then it exits 0), into the system `make run` started, or into DATABASE_URL if it is given
+(the pusher's connection string: its role may insert jobs).
 
-`make run` writes where its database is to .venv/make-run.json while it runs; this reads it.
+`make run` writes where its database is, and each program's connection string, to .venv/make-run.json while it
+runs; this reads it.
 """
 
 import argparse
@@ -14,18 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNING = ROOT / ".venv" / "make-run.json"
 
 
-def running_url():
-    """The DATABASE_URL of the `make run` under way, or None."""
+def running_url(program):
+    """The connection string `program` (pusher, watch, ...) has in the `make run` under way, or None."""
     try:
         running = json.loads(RUNNING.read_text())
         os.kill(running["pid"], 0)  # the file outlives a run killed with SIGKILL: is it still there?
-    except (OSError, ValueError, KeyError):
+        return running["urls"][program]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return running["database_url"]
 
 
-def database_url(what):
-    url = os.environ.get("DATABASE_URL") or running_url()
+def database_url(what, program):
+    url = os.environ.get("DATABASE_URL") or running_url(program)
     if not url:
         sys.exit(
             f"make {what}: no `make run` is running (start one in another terminal), and no DATABASE_URL was given"
@@ -41,7 +43,7 @@ def main():
         parser.error("--jobs (JOBS) must be 1 or more")
     env = {
         **os.environ,
-        "DATABASE_URL": database_url("burst"),
+        "DATABASE_URL": database_url("burst", "pusher"),
         "PUSH_INTERVAL_MIN": "0",
         "PUSH_INTERVAL_MAX": "0",
         "PUSH_COUNT": str(args.jobs),

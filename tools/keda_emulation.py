@@ -4,8 +4,9 @@ This is not KEDA and not Kubernetes. It is the rules they apply, rewritten small
 with their sources, each in a function named after the one it follows:
 
   replica_calculator()    a metric becomes a raw recommendation, the tolerance applied. kubernetes/kubernetes
-                          pkg/controller/podautoscaler/replica_calculator.go, GetExternalPerPodMetricReplicas
-                          (KEDA hands the HPA an External metric with an AverageValue target).
+                          pkg/controller/podautoscaler/replica_calculator.go: GetExternalPerPodMetricReplicas
+                          for the trigger's default metricType, AverageValue, GetExternalMetricReplicas for
+                          Value (KEDA hands the HPA an External metric with a target of the one or the other).
   normalize()             recommendations become a decision: stabilization windows, rate limits, min and max.
                           pkg/controller/podautoscaler/horizontal.go, normalizeDesiredReplicasWithBehaviors
                           (normalizeDesiredReplicas for an HPA without `behavior`).
@@ -18,10 +19,13 @@ Autoscaler runs the first three on one clock, the way the two controllers run si
 they keep in memory. It reads the ScaledObject exactly as `kubectl kustomize` renders it (scaled_object()),
 never a copy of its numbers. Starting and stopping processes is not here: tools/run.py does that.
 
-What the emulation leaves out, because this project's objects never use it: other metric types than
-AverageValue, several triggers, idleReplicaCount, fallback, the pause annotations, failing triggers (a query
-that fails changes nothing), pods that take time to start, and the HPA's readiness handling of new pods,
-which an External AverageValue metric does not use.
+The rules are those of KEDA 2.21 and Kubernetes 1.33 and later, where a ratio exactly at the tolerance's edge
+counts as within it (Tolerances.isWithin); Kubernetes 1.30 to 1.32 count 1.1 as outside.
+
+What the emulation leaves out, because this project's objects never use it: metric types other than
+AverageValue and Value, several triggers, idleReplicaCount, fallback, the pause annotations, failing triggers
+(a query that fails changes nothing), pods that take time to start, and the HPA's readiness handling of new
+pods (every consumer here is ready as soon as it starts).
 """
 
 import math
@@ -43,10 +47,11 @@ SYNC_PERIOD = 15.0  # seconds between two evaluations of an HPA (--horizontal-po
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
 DOWNSCALE_STABILIZATION = 300.0  # seconds (--horizontal-pod-autoscaler-downscale-stabilization)
 
-# KEDA's defaults for fields a ScaledObject leaves out: kedacore/keda pkg/scaling/scale_handler.go
+# KEDA's defaults for fields a ScaledObject leaves out: kedacore/keda apis/keda/v1alpha1/withtriggers_types.go
 # (defaultPollingInterval), pkg/scaling/executor/scale_executor.go (defaultCooldownPeriod,
-# defaultInitialCooldownPeriod), controllers/keda/hpa.go (defaultHPAMinReplicas, defaultHPAMaxReplicas) and the
-# postgresql scaler, whose activationTargetQueryValue is a float64 that defaults to 0.
+# defaultInitialCooldownPeriod), apis/keda/v1alpha1/scaledobject_types.go (defaultHPAMinReplicas,
+# defaultHPAMaxReplicas, beside (*ScaledObject).GetHPAMinReplicas since KEDA 2.13) and the postgresql scaler,
+# whose activationTargetQueryValue is a float64 that defaults to 0.
 KEDA_POLLING_INTERVAL = 30
 KEDA_COOLDOWN_PERIOD = 300
 KEDA_INITIAL_COOLDOWN_PERIOD = 0
@@ -56,6 +61,17 @@ HPA_MIN_REPLICAS = 1  # KEDA gives its HPA this minimum when minReplicaCount is 
 
 # A Deployment without `replicas` starts with this many (apps/v1 defaulting); k8s/base/consumer.yaml sets none.
 DEPLOYMENT_DEFAULT_REPLICAS = 1
+
+# The targets KEDA gives its HPA (pkg/scalers/scaler.go GetMetricTargetMili): the metric per consumer, or the
+# metric for them all. Utilization it refuses; a trigger that says nothing means AverageValue.
+METRIC_TYPES = ("AverageValue", "Value")
+
+# KEDA keeps the trigger's last active time in the ScaledObject's status, a metav1.Time, which the API server
+# stores in whole seconds (RFC 3339), and reads it back from the API server at every poll (scale_handler.go
+# checkScalers): the time it compares is the poll's wall-clock time truncated to the second. The emulation's
+# clock starts this far into a wall-clock second: any fraction above 0 gives the same decisions for polls a
+# whole number of seconds apart, and 0 itself (a poll exactly on the second) almost never happens.
+WALL_CLOCK_FRACTION = 0.5  # seconds
 
 
 class EmulationError(Exception):
@@ -101,7 +117,7 @@ class ScaledObject:
     name: str
     namespace: str
     query: str
-    target: float  # targetQueryValue: the HPA's AverageValue target per consumer
+    target: float  # targetQueryValue: the HPA's target, per consumer (AverageValue) or for the whole (Value)
     activation: float  # activationTargetQueryValue
     min_replica_count: int
     max_replica_count: int
@@ -111,10 +127,12 @@ class ScaledObject:
     # (scale_up, scale_down) Rules, or None: KEDA gives the HPA no `behavior` unless the ScaledObject has one
     # (controllers/keda/hpa.go, newHPAForScaledObject), and an HPA without one follows older rules.
     behavior: tuple | None
+    metric_type: str = "AverageValue"  # the trigger's metricType (pkg/scalers/scaler.go GetMetricTargetType)
 
     @property
     def hpa_min(self):
-        """controllers/keda/hpa.go getHPAMinReplicas: minReplicaCount if above 0, else 1."""
+        """(*ScaledObject).GetHPAMinReplicas (apis/keda/v1alpha1/scaledobject_types.go): minReplicaCount if above
+        0, else 1."""
         return self.min_replica_count if self.min_replica_count > 0 else HPA_MIN_REPLICAS
 
 
@@ -141,8 +159,8 @@ def from_manifest(doc):
             f"the emulation models one postgresql trigger; this ScaledObject has {[t.get('type') for t in triggers]}"
         )
     trigger = triggers[0]
-    if trigger.get("metricType", "AverageValue") != "AverageValue":
-        raise EmulationError(f"the emulation models metricType AverageValue, not {trigger['metricType']}")
+    if trigger.get("metricType", "AverageValue") not in METRIC_TYPES:
+        raise EmulationError(f"the emulation models metricType AverageValue and Value, not {trigger['metricType']}")
     for unmodelled in ("idleReplicaCount", "fallback"):
         if unmodelled in spec:
             raise EmulationError(f"the emulation does not model {unmodelled}")
@@ -163,6 +181,7 @@ def from_manifest(doc):
         behavior=None
         if behavior is None
         else (rules(behavior.get("scaleUp"), DEFAULT_SCALE_UP), rules(behavior.get("scaleDown"), DEFAULT_SCALE_DOWN)),
+        metric_type=trigger.get("metricType", "AverageValue"),
     )
 
 
@@ -199,17 +218,38 @@ def scaled_object(target="."):
 
 def milli(value):
     """KEDA hands both the metric and the target over as milli-quantities (pkg/scalers/scaler.go,
-    GenerateMetricInMili, GetMetricTargetMili), and the HPA divides those."""
-    return int(value * 1000)
+    GenerateMetricInMili, GetMetricTargetMili; rounded to three decimals since KEDA 2.20), and the HPA divides
+    those."""
+    return round(max(value, 0) * 1000)
 
 
 def replica_calculator(metric, target, status_replicas, tolerance_down=TOLERANCE, tolerance_up=TOLERANCE):
-    """GetExternalPerPodMetricReplicas: keep the current count while metric / (target x current) lies within the
-    tolerance of 1 (Tolerances.isWithin, edges included), otherwise ask for ceil(metric / target)."""
+    """GetExternalPerPodMetricReplicas (AverageValue): keep the current count while metric / (target x current)
+    lies within the tolerance of 1 (Tolerances.isWithin, edges included), otherwise ask for ceil(metric /
+    target)."""
     usage_ratio = milli(metric) / (milli(target) * status_replicas)
     if 1.0 - tolerance_down <= usage_ratio <= 1.0 + tolerance_up:
         return status_replicas
     return math.ceil(milli(metric) / milli(target))
+
+
+def external_metric_replicas(
+    metric, target, spec_replicas, ready_pods, tolerance_down=TOLERANCE, tolerance_up=TOLERANCE
+):
+    """GetExternalMetricReplicas, through getUsageRatioReplicaCount (Value): the ratio is metric / target, for
+    all the consumers at once; within the tolerance of 1 keep the current count, otherwise ask for
+    ceil(ratio x the pods ready). A metric of twice the target doubles the consumers, whatever their count."""
+    usage_ratio = milli(metric) / milli(target)
+    if spec_replicas == 0:
+        return math.ceil(usage_ratio)
+    if 1.0 - tolerance_down <= usage_ratio <= 1.0 + tolerance_up:
+        return spec_replicas
+    return math.ceil(usage_ratio * ready_pods)
+
+
+def metav1_time(now):
+    """`now` as KEDA reads it back from a ScaledObject's status: truncated to the wall clock's second."""
+    return math.floor(now + WALL_CLOCK_FRACTION) - WALL_CLOCK_FRACTION
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -324,18 +364,19 @@ def is_active(metric, so):
 
 def request_scale(now, metric, current, last_active, so, created):
     """(replicas, last_active, reason) after one of KEDA's polls. Active: from 0 to max(minReplicaCount, 1),
-    and the trigger's last active time is now. Inactive with minReplicaCount 0: to 0 once cooldownPeriod has
-    passed since it was last active (initialCooldownPeriod since the ScaledObject was created, if it never
-    was). Between 1 and max, KEDA leaves the count to its HPA."""
+    and the trigger's last active time is now, as the status keeps it (metav1_time). Inactive with
+    minReplicaCount 0: to 0 once cooldownPeriod has passed since it was last active (initialCooldownPeriod
+    since the ScaledObject was created, if it never was), strictly (`Before`). Between 1 and max, KEDA leaves
+    the count to its HPA."""
     if is_active(metric, so):
         if current == 0:
             replicas = so.min_replica_count if so.min_replica_count > 0 else 1
             return (
                 replicas,
-                now,
+                metav1_time(now),
                 (f"KEDA: {number(metric)} > activationTargetQueryValue {number(so.activation)}, activating"),
             )
-        return current, now, None
+        return current, metav1_time(now), None
     if current > 0 and so.min_replica_count == 0:
         if (last_active is None and created + so.initial_cooldown_period < now) or (
             last_active is not None and last_active + so.cooldown_period < now
@@ -390,10 +431,11 @@ class Change:
     before: int
     after: int
     reason: str
+    unit: str = "jobs"  # what the trigger's query counts: jobs for the base, something else for a variant
 
     def line(self):
         """The scaler's line, checked by machine: `23 jobs: 3 -> 5 consumers`, the reason after it."""
-        return f"{number(self.metric)} jobs: {self.before} -> {self.after} consumers ({self.reason})"
+        return f"{number(self.metric)} {self.unit}: {self.before} -> {self.after} consumers ({self.reason})"
 
 
 class Autoscaler:
@@ -414,8 +456,9 @@ class Autoscaler:
         self.downscale_window = downscale_window
         self.next_poll = 0.0
         self.next_sync = sync_period
-        # The ScaledObject exists a moment before KEDA's first poll: KEDA polls once it has reconciled it.
-        self.created = -1e-6
+        # The ScaledObject exists a moment before KEDA's first poll, which comes once KEDA has reconciled it; its
+        # creationTimestamp, too, is kept in whole seconds.
+        self.created = metav1_time(-1e-6)
         self.last_active = None
         self.recommendations = None  # None until the HPA first evaluates (recordInitialRecommendation)
         self.up_events = []
@@ -434,7 +477,7 @@ class Autoscaler:
                 now, metric, self.replicas, self.last_active, self.so, self.created
             )
             if replicas != self.replicas:
-                changes.append(Change(metric, self.replicas, replicas, reason))
+                changes.append(Change(metric, self.replicas, replicas, reason, self._unit()))
                 self.replicas = replicas
         if now >= self.next_sync:
             self.next_sync = self._after(self.next_sync, self.sync_period, now)
@@ -470,9 +513,13 @@ class Autoscaler:
             desired, reason = so.hpa_min, "HPA: below its minReplicas"
         else:
             up, down = so.behavior or (DEFAULT_SCALE_UP, DEFAULT_SCALE_DOWN)
-            # KEDA's metric is averaged over the target's status.replicas, the pods running and not stopping:
-            # here the count last decided, as every consumer starts at once.
-            proposal = replica_calculator(metric, so.target, current, down.tolerance, up.tolerance)
+            # An AverageValue metric is averaged over the target's status.replicas, the pods running and not
+            # stopping; a Value metric's ratio multiplies the pods ready. Both are the count last decided here,
+            # as every consumer starts at once and is ready as it starts.
+            if so.metric_type == "Value":
+                proposal = external_metric_replicas(metric, so.target, current, current, down.tolerance, up.tolerance)
+            else:
+                proposal = replica_calculator(metric, so.target, current, down.tolerance, up.tolerance)
             desired = normalize(
                 now,
                 current,
@@ -494,7 +541,10 @@ class Autoscaler:
             self.up_events = self._recent(self.up_events, now, max(periods))
             self.down_events = self._recent(self.down_events, now, max(periods))
             (self.up_events if desired > current else self.down_events).append((now, abs(desired - current)))
-        return Change(metric, current, desired, reason)
+        return Change(metric, current, desired, reason, self._unit())
+
+    def _unit(self):
+        return "jobs" if self.so.metric_type == "AverageValue" else "(the trigger's value)"
 
     @staticmethod
     def _recent(history, now, seconds):
@@ -509,8 +559,14 @@ class Autoscaler:
     def _explain(self, now, metric, current, proposal, desired):
         """Why the HPA decided what it did, in the terms of the rules above."""
         so = self.so
-        ratio = metric / (so.target * current)
-        if proposal == current and math.ceil(metric / so.target) != current:
+        if so.metric_type == "Value":
+            ratio = metric / so.target
+            if proposal == current and math.ceil(ratio * current) != current:
+                wants = f"{number(metric)} / {number(so.target)} = {ratio:.2f}, within the tolerance: keep {current}"
+            else:
+                wants = f"ceil({number(metric)} / {number(so.target)} x {current}) = {proposal}"
+        elif proposal == current and math.ceil(metric / so.target) != current:
+            ratio = metric / (so.target * current)
             wants = (
                 f"{number(metric)} / ({number(so.target)} x {current}) = {ratio:.2f}, within the tolerance: "
                 f"keep {current}"

@@ -6,9 +6,13 @@ ScaledObject `kubectl kustomize` renders (the base, or --overlay): they start th
 every change is one `scaler | 23 jobs: 3 -> 5 consumers (...)` line, and a consumer scaled away gets SIGTERM
 and finishes its job in hand, as a pod does. With --consumers N, N consumers run throughout.
 
+Each program connects as its own role (db/init.sql): the pusher as job_pusher, the consumers as job_consumer,
+the emulated KEDA as job_keda, as in Compose and the cluster.
+
 Ctrl-C stops everything the graceful way (each consumer finishes its job in hand) and prints what happened;
 Ctrl-C again aborts. The timing variables (PUSH_INTERVAL_MIN, PROCESS_TIME_MAX, ...) pass through from the
-environment. While it runs, .venv/make-run.json tells `make burst` and `make watch` where its database is.
+environment. While it runs, .venv/make-run.json tells `make burst` and `make watch` where its database is,
+and as which role each connects.
 """
 
 import argparse
@@ -41,8 +45,8 @@ UP_AFTER = 2.0  # seconds: a loop that has written nothing yet is taken to be up
 class Loops:
     """The pusher and the consumers as child processes, their output relayed line by line with a prefix."""
 
-    def __init__(self, url, width):
-        self.url = url
+    def __init__(self, urls, width):
+        self.urls = urls  # program -> its connection string
         self.width = width
         self.lock = threading.Lock()
         self.procs = {}  # name -> Popen, every process started, in order
@@ -52,17 +56,19 @@ class Loops:
 
     def say(self, name, text):
         with self.lock:
-            print(f"{name:<{self.width}} | {text}", flush=True)
+            # The loops print nothing that drives a terminal, but a line of theirs is never trusted to.
+            shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+            print(f"{name:<{self.width}} | {shown}", flush=True)
 
     def note(self, text):
         with self.lock:
             print(text, flush=True)
 
-    def start(self, name, script):
+    def start(self, name, program):
         # A session of its own: Ctrl-C reaches only this script, which then signals each loop once.
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / script)],
-            env={**os.environ, "DATABASE_URL": self.url, "HOSTNAME": name},
+            [sys.executable, str(ROOT / program / f"{program}.py")],
+            env={**os.environ, "DATABASE_URL": self.urls[program], "HOSTNAME": name},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -137,16 +143,16 @@ class Scaler:
     def _start_consumer(self):
         name = f"consumer-{self.next_number}"
         self.next_number += 1
-        self.loops.start(name, "consumer/consumer.py")
+        self.loops.start(name, "consumer")
         self.pods[name] = keda_emulation.Pod(name, self.clock.now())
 
     def alive(self):
         return sum(1 for name in list(self.pods) + list(self.stopping) if self.loops.procs[name].poll() is None)
 
     def _query(self, sql, params=None):
-        """The trigger's own query, on the connection string the loops use, as KEDA runs it."""
+        """The trigger's own query as KEDA runs it, with KEDA's role."""
         if self.conn is None or self.conn.closed:
-            self.conn = psycopg2.connect(self.loops.url, application_name="keda-emulation", connect_timeout=10)
+            self.conn = psycopg2.connect(self.loops.urls["keda"], application_name="keda-emulation", connect_timeout=10)
             self.conn.autocommit = True
         with self.conn.cursor() as cur:
             cur.execute(sql, params)
@@ -181,7 +187,8 @@ class Scaler:
         victims = keda_emulation.pods_to_delete(list(self.pods.values()), len(self.pods) - replicas, self.clock.now())
         names = [pod.name for pod in victims]
         try:
-            busy = {row[0] for row in self._query(BUSY_SQL, (names,))}
+            # Not KEDA's to know (its role sees only its own sessions): the summary's bookkeeping, as `make watch`.
+            busy = {row[0] for row in localpg.rows(self.loops.urls["watch"], BUSY_SQL, (names,))}
         except psycopg2.Error:
             busy = set()
         for name in names:
@@ -195,10 +202,10 @@ class Scaler:
             self.conn.close()
 
 
-def write_running(url):
+def write_running(urls):
     RUNNING.parent.mkdir(exist_ok=True)
     temporary = RUNNING.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"pid": os.getpid(), "database_url": url}))
+    temporary.write_text(json.dumps({"pid": os.getpid(), "urls": urls}))
     temporary.replace(RUNNING)
 
 
@@ -267,17 +274,19 @@ def main():
             f"PostgreSQL {localpg.scalar(url, 'SHOW server_version')} listening on {url} (db/init.sql applied); "
             f"try: psql '{url}' -c 'SELECT COUNT(*) FROM jobs'"
         )
-    write_running(url)
+    # The administrator's url for the summary; each program its own role's.
+    urls = {program: localpg.uri(url, program) for program in localpg.ROLES}
+    write_running(urls)
     # Fixed: names padded like `docker compose up`. Emulated: names as they are, so the scaler's lines read
     # exactly `scaler | 23 jobs: ...` and consumer-9 and consumer-10 need no re-padding.
-    loops = Loops(url, width=len(f"consumer-{args.consumers}") if args.consumers else 0)
+    loops = Loops(urls, width=len(f"consumer-{args.consumers}") if args.consumers else 0)
     scaler = None
     timeline = None
     try:
-        loops.start("pusher", "pusher/pusher.py")
+        loops.start("pusher", "pusher")
         if so is None:
             for i in range(1, args.consumers + 1):
-                loops.start(f"consumer-{i}", "consumer/consumer.py")
+                loops.start(f"consumer-{i}", "consumer")
             print(f"Running 1 pusher and {args.consumers} consumers. Press Ctrl-C to stop.", flush=True)
         else:
             timeline = Timeline(args.timeline) if args.timeline else None
@@ -324,7 +333,8 @@ def main():
 
         done = localpg.scalar(url, "SELECT count(*) FROM done_jobs")
         queued = localpg.scalar(url, "SELECT count(*) FROM jobs")
-        print(f"\nSummary: {done + queued} pushed, {done} done, {queued} still queued")
+        aside = localpg.scalar(url, "SELECT count(*) FROM failed_jobs")
+        print(f"\nSummary: {done + queued + aside} pushed, {done} done, {queued} still queued, {aside} set aside")
         if scaler:
             away = scaler.stopping
             clean = [n for n in away if procs[n].returncode == 0]

@@ -1,6 +1,7 @@
-"""`make watch`: every few seconds, one line: the jobs queued, in progress, done, done in the last minute, and
-the consumers; for the system `make run` started, or for DATABASE_URL if it is given (a port-forward to a
-cluster's Postgres, Compose's). Where `kubectl` reaches a cluster, also the HPA's current and desired replicas.
+"""`make watch`: every few seconds, one line: the jobs queued, in progress, done, done in the last minute, set
+aside, and the consumers; for the system `make run` started, or for DATABASE_URL if it is given (the watch
+role's connection string, through a port-forward to a cluster's Postgres, or Compose's). Where `kubectl`
+reaches a cluster, also the HPA's current and desired replicas.
 
 It only reads numbers that take no lock a consumer could wait for: two counts (what KEDA's trigger runs) and
 pg_stat_activity. It never claims or locks a row: a job in progress is a consumer's session holding an
@@ -21,18 +22,23 @@ import psycopg2
 from burst import database_url, running_url
 
 # One statement, one snapshot. count(*) takes an ACCESS SHARE lock on each table, which conflicts with
-# nothing a consumer or the pusher takes; pg_stat_activity is shared memory, no table lock at all.
+# nothing a consumer or the pusher takes; pg_stat_activity is shared memory, no table lock at all. Its
+# rows show the other roles' statements only to a role in pg_read_all_stats, as the watch role is. A
+# consumer has two sessions, named alike: one claims, one counts attempts.
 SAMPLE_SQL = """
     SELECT (SELECT count(*) FROM jobs),
            (SELECT count(*) FROM done_jobs),
+           (SELECT count(*) FROM failed_jobs),
            (SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND backend_xid IS NOT NULL
                AND (query ILIKE '%DELETE FROM jobs%' OR query ILIKE '%INSERT INTO done_jobs%'
                     OR query ILIKE '%EXECUTE claim%' OR query ILIKE '%EXECUTE record%')),
-           (SELECT count(*) FROM pg_stat_activity
+           (SELECT count(DISTINCT application_name) FROM pg_stat_activity
              WHERE datname = current_database() AND application_name LIKE '%consumer%')
 """
-HEADER = f"{'time':<8}  {'queued':>7}  {'in progress':>11}  {'done':>8}  {'done/min':>8}  {'consumers':>9}"
+HEADER = (
+    f"{'time':<8}  {'queued':>7}  {'in progress':>11}  {'done':>8}  {'done/min':>8}  {'set aside':>9}  {'consumers':>9}"
+)
 
 
 def kubectl():
@@ -67,10 +73,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between two lines (default 2)")
     args = parser.parse_args()
-    url = database_url("watch")
+    url = database_url("watch", "watch")
     # A cluster is worth asking about only when the database is not make run's own.
     hpa = None
-    if os.environ.get("DATABASE_URL") and url != running_url():
+    if os.environ.get("DATABASE_URL") and url != running_url("watch"):
         import keda_emulation
 
         try:
@@ -96,7 +102,7 @@ def main():
                 if line % 20 == 0:
                     print(header, flush=True)
                 cur.execute(SAMPLE_SQL)
-                count, done, busy, consumers = cur.fetchone()
+                count, done, aside, busy, consumers = cur.fetchone()
                 now = time.monotonic()
                 done_history.append((now, done))
                 while now - done_history[0][0] > 60:
@@ -105,7 +111,7 @@ def main():
                 rate = f"{(done - done_then) * 60 / (now - then):.0f}" if now - then >= args.interval else "-"
                 row = (
                     f"{datetime.now():%H:%M:%S}  {max(count - busy, 0):>7}  {busy:>11}  {done:>8}  {rate:>8}  "
-                    f"{consumers if consumers else '-':>9}"
+                    f"{aside:>9}  {consumers if consumers else '-':>9}"
                 )
                 if hpa:
                     row += f"  {hpa_replicas(*hpa) or '-':>19}"

