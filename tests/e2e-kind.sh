@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# make e2e-kind: the article on a real cluster, in one command. Needs only Docker, kind and kubectl.
+# make e2e-kind: the article on a real cluster, in one command. Needs Docker, kind and kubectl, and network
+# access to GitHub (KEDA's release manifest), Docker Hub (the kindest/node image, the postgres image the node
+# pulls, and the python base image of both builds), ghcr.io (KEDA's images) and PyPI (pip, in both builds).
 #
 # In a kind cluster of its own (created, or reused if it exists), it installs KEDA at the version README.md
 # names and waits for it, builds both images and loads them into the node, runs `kubectl apply -k .`, waits

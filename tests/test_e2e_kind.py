@@ -150,3 +150,10 @@ def test_a_burst_that_does_not_divide_evenly_rounds_up():
 def test_the_ramp_follows_the_default_scale_up(max_replicas, steps, per_consumer):
     timeouts = derive(1, max_replicas, 5, 15, 30, 30, 10, 10)
     assert timeouts["T_DRAIN"] == 2 * (90 + steps * 15 + 60 + per_consumer * 10)
+
+
+def test_the_header_names_the_network_access_the_script_needs():
+    # A first line of the header: where it fails without a route, the reader looks there first.
+    header = "".join(SCRIPT.read_text().splitlines(keepends=True)[:5])
+    for needed in ("Docker, kind and kubectl", "GitHub", "Docker Hub", "ghcr.io", "PyPI"):
+        assert needed in header, needed
