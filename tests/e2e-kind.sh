@@ -18,6 +18,7 @@
 # KEEP=1. Other settings: E2E_CLUSTER (cluster name), KIND_NODE_IMAGE.
 #   tests/e2e-kind.sh                 run everything
 #   tests/e2e-kind.sh derive ...      print the timeouts for given numbers only (tests/test_e2e_kind.py)
+#   tests/e2e-kind.sh compare A B     how two lists of ids differ, in the words of a failed run (the same)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,11 +97,21 @@ derive() {
 
 explain() { printf '  timeout %-10s %5d s  %-28s = %s\n' "$1" "${!1}" "$2" "$3"; }
 
-if [[ ${1:-} == derive ]]; then
-  shift
-  derive "$@"
-  exit 0
-fi
+# compare PUSHED RECORDED (ids, separated by white space): how many pushed ids are not recorded, and how many
+# recorded ones were not pushed. comm needs both lists in its locale's collating order, which a numeric sort
+# is not (99 before 100, where text puts 100 first), so they are sorted as text, in C's order, for comm alone.
+compare() {
+  local missing extra
+  missing=$(LC_ALL=C comm -23 <(as_text "$1") <(as_text "$2") | wc -l)
+  extra=$(LC_ALL=C comm -13 <(as_text "$1") <(as_text "$2") | wc -l)
+  echo "$((missing)) missing, $((extra)) not pushed by the burst"
+}
+as_text() { tr -s '[:space:]' '\n' <<<"$1" | sed '/^$/d' | LC_ALL=C sort; }
+
+case ${1:-} in
+  derive) shift; derive "$@"; exit 0 ;;
+  compare) shift; compare "$@"; exit 0 ;;
+esac
 
 # --- output and checks -------------------------------------------------------------------------------------
 
@@ -315,8 +326,7 @@ run_variant() {
   if [[ -n $pushed && $pushed == "$recorded" && $queued == 0 ]]; then
     pass "done_jobs holds every pushed job, once (its primary key), and no other"
   else
-    fail "done_jobs holds every pushed job: $(comm -23 <(echo "$pushed") <(echo "$recorded") | wc -l) missing," \
-      "$(comm -13 <(echo "$pushed") <(echo "$recorded") | wc -l) not pushed by the burst"
+    fail "done_jobs holds every pushed job: $(compare "$pushed" "$recorded"), $queued still queued"
   fi
 }
 
