@@ -3,8 +3,9 @@
 # access to GitHub (KEDA's release manifest), Docker Hub (the kindest/node image, the postgres image the node
 # pulls, and the python base image of both builds), ghcr.io (KEDA's images) and PyPI (pip, in both builds).
 #
-# In a kind cluster of its own (created, or reused if it exists), it installs KEDA at the version README.md
-# names and waits for it, builds both images and loads them into the node, runs `kubectl apply -k .`, waits
+# In a kind cluster of its own (created, or reused if it exists), it uses the KEDA it finds there, if that
+# one is usable and in namespace keda, or else installs KEDA at the version README.md names and waits for it;
+# builds both images and loads them into the node, runs `kubectl apply -k .`, waits
 # for Postgres and for the ScaledObject to be Ready, and then, with the pusher Deployment scaled to 0 so that
 # every job is accounted for, creates the burst of k8s/burst-job.yaml and checks that:
 #   the HPA's desired replicas and the ready consumers rise above 1; the queue drains; the consumers come
@@ -14,9 +15,12 @@
 # derivation. While it waits it prints a timeline, the columns of `make run`'s timeline:
 #   seconds,jobs,desired,consumers   (seconds since the burst, the trigger query's result, the HPA's
 #                                      desired replicas, consumer pods ready)
-# It deletes what it made (the cluster, or on a reused cluster the namespace and a KEDA it installed) unless
-# KEEP=1. Other settings: E2E_CLUSTER (cluster name), KIND_NODE_IMAGE.
+# On a reused cluster it first checks, and stops in one line before it changes anything, if namespace
+# job-processing exists already, or if the KEDA there is not usable or not in namespace keda.
+# It deletes only what this run made (the cluster; or on a reused cluster the namespace, and KEDA if it
+# installed it) unless KEEP=1. Other settings: E2E_CLUSTER (cluster name), KIND_NODE_IMAGE.
 #   tests/e2e-kind.sh                 run everything
+#   tests/e2e-kind.sh preflight       those first checks only, then stop; changes nothing
 #   tests/e2e-kind.sh derive ...      print the timeouts for given numbers only (tests/test_e2e_kind.py)
 #   tests/e2e-kind.sh compare A B     how two lists of ids differ, in the words of a failed run (the same)
 set -euo pipefail
@@ -111,6 +115,8 @@ as_text() { tr -s '[:space:]' '\n' <<<"$1" | sed '/^$/d' | LC_ALL=C sort; }
 case ${1:-} in
   derive) shift; derive "$@"; exit 0 ;;
   compare) shift; compare "$@"; exit 0 ;;
+  "" | preflight) ;;
+  *) echo "e2e-kind: no command $1 (the script's header lists them)" >&2; exit 2 ;;
 esac
 
 # --- output and checks -------------------------------------------------------------------------------------
@@ -136,23 +142,151 @@ kn() { k -n "$NAMESPACE" "$@"; }
 sql() { kn exec postgres-0 -- sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc "$0"' "$1" 2>/dev/null; }
 field() { kn get "$1" -o "jsonpath=$2" 2>/dev/null; }
 
+# exists KIND NAME: whether the cluster has it. Not found is an answer; any other error ends the run, as it
+# must not be taken for "not there" (this run would then install over what it could not see).
+exists() {
+  local found
+  found=$(k get "$@" --ignore-not-found -o name 2>/dev/null) \
+    || die "kubectl cannot read cluster kind-$CLUSTER (kubectl --context kind-$CLUSTER get $*)"
+  [[ -n $found ]]
+}
+
+# --- what the cluster holds already: nothing is changed until this has passed ---------------------------------
+
+# The only namespace k8s/base/postgres.yaml's NetworkPolicy admits KEDA's operator from (the one its release
+# manifest and its Helm chart install into).
+KEDA_NAMESPACE=keda
+OTHER_CLUSTER="or use another cluster (E2E_CLUSTER=another-name)"
+keda_found=0 keda_version=""
+
+# A namespace job-processing this run did not make is somebody's: applying over it would mix their objects
+# with the run's, and the clean-up would delete it with the volume claim data-postgres-0 in it.
+refuse_our_namespace_if_taken() {
+  if exists namespace "$NAMESPACE"; then
+    die "namespace $NAMESPACE already exists in kind-$CLUSTER and this run did not make it, so it neither" \
+      "applies over it nor deletes it (nor the data in its volume claim data-postgres-0): delete it yourself" \
+      "(kubectl --context kind-$CLUSTER delete namespace $NAMESPACE), $OTHER_CLUSTER"
+  fi
+}
+
+# A KEDA already in the cluster (installed by Helm, or another release) is used as it is, never installed
+# over: server-side apply of the release manifest conflicts with Helm's fields, and silently replaces another
+# release. So it must be usable as it is, and where the NetworkPolicy lets its operator reach Postgres.
+find_keda() {
+  local in_keda=0 crd=0 listed operators namespace name service image label managed tag
+  if exists namespace "$KEDA_NAMESPACE"; then in_keda=1; fi
+  if exists crd scaledobjects.keda.sh; then crd=1; fi
+  ((in_keda || crd)) || return 0
+  local seen="namespace $KEDA_NAMESPACE exists"
+  ((in_keda)) || seen="KEDA's CRD scaledobjects.keda.sh is installed"
+  # Its release manifest and its Helm chart both label the operator app=keda-operator, the label the
+  # NetworkPolicy admits.
+  listed=$(k get deployment --all-namespaces -l app=keda-operator \
+    -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{" "}{end}' 2>/dev/null) \
+    || die "kubectl cannot list Deployments in kind-$CLUSTER (kubectl --context kind-$CLUSTER get deployment -A)"
+  read -ra operators <<<"$listed"
+  case ${#operators[@]} in
+    0) die "$seen but no KEDA operator runs (no Deployment labelled app=keda-operator): this run will not" \
+      "install KEDA over what is there; finish or remove that KEDA, $OTHER_CLUSTER" ;;
+    1) ;;
+    *) die "more than one KEDA operator runs in kind-$CLUSTER (${operators[*]}): this run cannot tell which" \
+      "one to use; remove one, $OTHER_CLUSTER" ;;
+  esac
+  namespace=${operators[0]%%/*} name=${operators[0]#*/}
+  if [[ $namespace != "$KEDA_NAMESPACE" ]]; then
+    die "KEDA runs in namespace $namespace, not $KEDA_NAMESPACE: k8s/base/postgres.yaml's NetworkPolicy admits" \
+      "KEDA's operator only from namespace $KEDA_NAMESPACE, so its query could not reach Postgres; use a" \
+      "cluster with no KEDA or with KEDA in $KEDA_NAMESPACE (E2E_CLUSTER=another-name)"
+  fi
+  ((crd)) || die "KEDA's operator runs ($namespace/$name) but its CRD scaledobjects.keda.sh is not installed:" \
+    "install KEDA whole, $OTHER_CLUSTER"
+  # A short wait, for a reused cluster that has just started again: no more is owed to a KEDA that is broken.
+  k -n "$namespace" wait --for=condition=Available "deployment/$name" --timeout=60s >/dev/null 2>&1 \
+    || die "KEDA's operator $namespace/$name is not Available (kubectl --context kind-$CLUSTER -n $namespace" \
+      "describe deployment $name); this run will not install KEDA over it: fix it, $OTHER_CLUSTER"
+  # The HPA reads KEDA's metrics through this APIService; it names the Service of KEDA's metrics apiserver, whose
+  # Deployment has the same name in the release manifest (keda-metrics-apiserver) and the Helm chart
+  # (keda-operator-metrics-apiserver).
+  service=$(k get apiservice v1beta1.external.metrics.k8s.io --ignore-not-found \
+    -o jsonpath='{.spec.service.namespace}/{.spec.service.name}' 2>/dev/null) \
+    || die "kubectl cannot read the APIServices of kind-$CLUSTER (kubectl --context kind-$CLUSTER get apiservice)"
+  if [[ -z $service ]]; then
+    die "KEDA's operator runs ($namespace/$name) but no APIService v1beta1.external.metrics.k8s.io registers its" \
+      "metrics apiserver, so no HPA would get KEDA's metrics: install KEDA whole, $OTHER_CLUSTER"
+  fi
+  if [[ ${service%%/*} != "$namespace" || -z ${service#*/} ]]; then
+    die "the APIService v1beta1.external.metrics.k8s.io is served by ${service#/}, not by KEDA's metrics" \
+      "apiserver in $namespace, so no HPA would get KEDA's metrics: fix that, $OTHER_CLUSTER"
+  fi
+  k -n "$namespace" wait --for=condition=Available "deployment/${service#*/}" --timeout=60s >/dev/null 2>&1 \
+    || die "KEDA's metrics apiserver $service is not Available (kubectl --context kind-$CLUSTER -n $namespace" \
+      "describe deployment ${service#*/}); fix it, $OTHER_CLUSTER"
+  k wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=60s >/dev/null 2>&1 \
+    || die "the APIService v1beta1.external.metrics.k8s.io is not Available (kubectl --context kind-$CLUSTER" \
+      "describe apiservice v1beta1.external.metrics.k8s.io); fix it, $OTHER_CLUSTER"
+  # The version: the operator image's tag, else the label both install methods set.
+  local operator=(-n "$namespace" get "deployment/$name")
+  image=$(k "${operator[@]}" -o 'jsonpath={.spec.template.spec.containers[0].image}' 2>/dev/null) || true
+  label=$(k "${operator[@]}" -o 'jsonpath={.metadata.labels.app\.kubernetes\.io/version}' 2>/dev/null) || true
+  managed=$(k "${operator[@]}" -o 'jsonpath={.metadata.labels.app\.kubernetes\.io/managed-by}' 2>/dev/null) || true
+  tag=${image##*/} tag=${tag%%@*}
+  if [[ $tag == *:* ]]; then keda_version=${tag#*:}; else keda_version=${label:-of unknown version}; fi
+  keda_version=${keda_version#v} keda_found=1
+  echo "  KEDA $keda_version found in namespace $namespace${managed:+ (managed by $managed)}: its operator, its" \
+    "metrics apiserver and the APIService are Available; this run uses it, and neither installs nor removes it"
+  if [[ $keda_version != "$KEDA_VERSION" ]]; then
+    echo "  note: README.md names KEDA $KEDA_VERSION; this run checks the manifests under KEDA $keda_version"
+  fi
+}
+
+say "cluster $CLUSTER"
+# Read whole before matching: grep -q would stop reading early, and pipefail would count kind's broken pipe.
+clusters=$(kind get clusters 2>/dev/null) || die "kind cannot list its clusters (kind get clusters)"
+reusing=0
+if grep -qx "$CLUSTER" <<<"$clusters"; then
+  reusing=1
+  echo "  it exists: reusing it"
+  refuse_our_namespace_if_taken
+  find_keda
+else
+  echo "  it does not exist: the run creates it, installs KEDA $KEDA_VERSION in it, and deletes it at the end"
+fi
+if [[ ${1:-} == preflight ]]; then
+  echo "e2e-kind: preflight passed, nothing changed"
+  exit 0
+fi
+
 # --- clean-up ------------------------------------------------------------------------------------------------
 
-created_cluster=0 installed_keda=0
+# Only what this run made goes: the cluster if it made it, else the namespace and KEDA if it made them.
+created_cluster=0 created_namespace=0 installed_keda=0
 cleanup() {
   local status=$?
-  if ((failures > 0 || status != 0)) && k get namespace "$NAMESPACE" >/dev/null 2>&1; then
+  if ((created_namespace)) && ((failures > 0 || status != 0)); then
     say "what the cluster shows"
     kn get all,scaledobject,hpa,pvc -o wide || true
     kn describe scaledobject "$SCALED_OBJECT" | tail -n 20 || true
-    k -n keda logs deployment/keda-operator --tail=40 || true
+    k -n "$KEDA_NAMESPACE" logs deployment/keda-operator --tail=40 || true
   fi
   if [[ ${KEEP:-0} == 1 ]]; then
-    echo "KEEP=1: left as it is; remove with: kind delete cluster --name $CLUSTER"
+    local made=()
+    if ((created_cluster)); then made+=("kind delete cluster --name $CLUSTER"); fi
+    if ((!created_cluster && created_namespace)); then
+      made+=("kubectl --context kind-$CLUSTER delete namespace $NAMESPACE")
+    fi
+    if ((!created_cluster && installed_keda)); then
+      made+=("kubectl --context kind-$CLUSTER delete -f $KEDA_MANIFEST")
+    fi
+    local how=""
+    if ((${#made[@]})); then how=$(printf '; %s' "${made[@]}"); how="; remove what this run made with: ${how#; }"; fi
+    echo "KEEP=1: left as it is$how"
   elif ((created_cluster)); then
     kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
   else
-    kubectl kustomize . | k delete --ignore-not-found -f - >/dev/null 2>&1 || true
+    # The namespace first, and waited for: KEDA removes its finalizer from the ScaledObject in it.
+    if ((created_namespace)); then
+      k delete namespace "$NAMESPACE" --ignore-not-found --timeout=300s >/dev/null 2>&1 || true
+    fi
     if ((installed_keda)); then
       k delete --ignore-not-found -f "$KEDA_MANIFEST" >/dev/null 2>&1 || true
     fi
@@ -162,21 +296,20 @@ trap cleanup EXIT
 
 # --- the cluster, KEDA, the images -------------------------------------------------------------------------
 
-say "cluster $CLUSTER"
-if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
-  echo "  reusing it"
-else
+if ((!reusing)); then
   created_cluster=1  # before: a half-made cluster is deleted too
   kind create cluster --name "$CLUSTER" --image "$NODE_IMAGE" --wait 180s
 fi
 k version | sed 's/^/  /'
 
-say "KEDA $KEDA_VERSION, its release manifest"
-k get namespace keda >/dev/null 2>&1 || installed_keda=1
-k apply --server-side -f "$KEDA_MANIFEST" >/dev/null
-# An allowance for pulling KEDA's three images; each Deployment is Available once its readiness probe passes.
-k -n keda wait --for=condition=Available deployment --all --timeout=300s
-k wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=120s
+if ((!keda_found)); then
+  say "KEDA $KEDA_VERSION, its release manifest"
+  installed_keda=1  # before: a half-made install is deleted too
+  k apply --server-side -f "$KEDA_MANIFEST" >/dev/null
+  # An allowance for pulling KEDA's three images; each Deployment is Available once its readiness probe passes.
+  k -n "$KEDA_NAMESPACE" wait --for=condition=Available deployment --all --timeout=300s
+  k wait --for=condition=Available apiservice/v1beta1.external.metrics.k8s.io --timeout=120s
+fi
 
 say "the images, built and loaded into the node"
 # The names and tags kustomize renders (k8s/base/kustomization.yaml sets them once); each is built from its folder.
@@ -241,6 +374,8 @@ settle_timeout() {
 run_variant() {
   local target=$1 label=$2
   say "$label: kubectl apply -k $target"
+  # The preflight found no namespace $NAMESPACE: the first apply makes it (set before: a half-applied one goes too).
+  created_namespace=1
   must k apply -k "$target" || return 1
 
   # Postgres: the startupProbe's own budget, plus an allowance for pulling the image.

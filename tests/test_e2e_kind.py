@@ -1,12 +1,16 @@
 """`make e2e-kind` (tests/e2e-kind.sh) and its workflow, as far as they can be checked without a cluster: the
 shell scripts pass shellcheck, the versions they pin agree with each other and with README.md, and the
-timeouts the script derives match cases worked out by hand from the HPA's documented defaults. The script
-itself runs on the project's host, in .github/workflows/e2e-kind.yml.
+timeouts the script derives match cases worked out by hand from the HPA's documented defaults. And the
+script itself, run against stand-ins for kubectl, kind and docker (tests/e2e-kind-stub.sh) that play a fake
+cluster and log every call: what it does with a KEDA it finds, where it refuses to go on, and what its
+clean-up deletes. The script runs on a real cluster on the project's host, in .github/workflows/e2e-kind.yml.
 """
 
+import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -179,3 +183,191 @@ def compare(pushed, recorded):
 )
 def test_the_missing_and_extra_ids_are_counted_across_99_to_100(pushed, recorded, expected):
     assert compare(pushed, recorded) == expected
+
+
+# --- the script against a fake cluster (tests/e2e-kind-stub.sh) ----------------------------------------------
+
+STUB = ROOT / "tests" / "e2e-kind-stub.sh"
+CLUSTER = script_setting("CLUSTER")
+KEDA_MANIFEST = "https://github.com/kedacore/keda/releases/download/"
+# A cluster to reuse, with a usable KEDA as its release manifest installs it.
+WITH_KEDA = {
+    "STUB_CLUSTERS": CLUSTER,
+    "STUB_NAMESPACES": "default kube-system keda",
+    "STUB_CRDS": "scaledobjects.keda.sh triggerauthentications.keda.sh",
+    "STUB_OPERATORS": "keda/keda-operator",
+    "STUB_OPERATOR_IMAGE": "ghcr.io/kedacore/keda:2.20.0",
+    "STUB_OPERATOR_VERSION": "2.20.0",
+    "STUB_APISERVICE": "keda/keda-metrics-apiserver",
+}
+WITHOUT_KEDA = {"STUB_CLUSTERS": CLUSTER, "STUB_NAMESPACES": "default kube-system"}
+
+
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    calls: list  # each call to the stand-ins, `kubectl args...` without --context
+
+    def changes(self):
+        """The calls that change a cluster or make one."""
+        verbs = "apply|create|delete|scale|patch|replace|label|annotate|edit"
+        changing = re.compile(rf"(kubectl (-n \S+ )?({verbs})|kind (create|delete|load)|docker build)\b")
+        return [call for call in self.calls if changing.match(call)]
+
+    def deletions(self):
+        return [call for call in self.changes() if re.match(r"(kubectl (-n \S+ )?|kind )delete", call)]
+
+
+@pytest.fixture
+def e2e(tmp_path):
+    """run(command, **fake_cluster): the script, with the stand-ins first on PATH; a fresh fake cluster each run."""
+    runs = iter(range(1000))
+
+    def run(command=None, **fake):
+        state = tmp_path / f"run{next(runs)}"
+        (state / "bin").mkdir(parents=True)
+        for name in ("kubectl", "kind", "docker"):
+            (state / "bin" / name).symlink_to(STUB)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("STUB_", "E2E_", "KIND_")) and k != "KEEP"}
+        env.update(PATH=f"{state / 'bin'}{os.pathsep}{env['PATH']}", STUB_DIR=str(state), **fake)
+        result = subprocess.run(
+            [str(SCRIPT), *([command] if command else [])], capture_output=True, text=True, timeout=120, env=env
+        )
+        log = state / "calls.log"
+        calls = log.read_text().splitlines() if log.exists() else []
+        assert not [call for call in calls if call.startswith("UNHANDLED")], result.stdout + result.stderr
+        return Run(result.returncode, result.stdout, result.stderr, calls)
+
+    return run
+
+
+def refused(run):
+    """Stopped in one line, on stderr, before changing anything."""
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.changes() == [], run.changes()
+    return run.stderr
+
+
+def test_the_preflight_uses_a_keda_it_finds_and_changes_nothing(e2e):
+    run = e2e("preflight", **WITH_KEDA, STUB_OPERATOR_MANAGED_BY="Helm")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "KEDA 2.20.0 found in namespace keda (managed by Helm)" in run.stdout
+    assert "neither installs nor removes it" in run.stdout
+    assert f"README.md names KEDA {script_setting('KEDA_VERSION')}" in run.stdout
+    assert run.changes() == []
+
+
+def test_the_version_is_the_operator_images_tag_else_its_label(e2e):
+    by_digest = {"STUB_OPERATOR_IMAGE": "ghcr.io/kedacore/keda@sha256:" + "0" * 64, "STUB_OPERATOR_VERSION": "2.19.0"}
+    assert "KEDA 2.19.0 found" in e2e("preflight", **{**WITH_KEDA, **by_digest}).stdout
+    tagged = {"STUB_OPERATOR_IMAGE": "localhost:5000/kedacore/keda:v2.18.1", "STUB_OPERATOR_VERSION": ""}
+    assert "KEDA 2.18.1 found" in e2e("preflight", **{**WITH_KEDA, **tagged}).stdout
+
+
+def test_a_run_uses_the_keda_it_finds_and_neither_installs_nor_removes_it(e2e):
+    run = e2e(**WITH_KEDA)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not [call for call in run.calls if KEDA_MANIFEST in call], run.calls
+    assert run.deletions() == ["kubectl delete namespace job-processing --ignore-not-found --timeout=300s"]
+
+
+def test_a_cluster_without_keda_gets_the_pinned_release(e2e):
+    run = e2e(**WITHOUT_KEDA)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"kubectl apply --server-side -f {KEDA_MANIFEST}" in "\n".join(run.calls)
+
+
+NOT_USABLE = {
+    "in another namespace": (
+        {
+            "STUB_NAMESPACES": "default",
+            "STUB_OPERATORS": "autoscaling/keda-operator",
+            "STUB_APISERVICE": "autoscaling/keda-metrics-apiserver",
+        },
+        r"KEDA runs in namespace autoscaling, not keda: k8s/base/postgres.yaml's NetworkPolicy admits KEDA's"
+        r" operator only from namespace keda",
+    ),
+    "its operator not Available": (
+        {"STUB_UNAVAILABLE": "deployment/keda-operator"},
+        r"KEDA's operator keda/keda-operator is not Available",
+    ),
+    "its metrics apiserver not Available": (
+        {"STUB_UNAVAILABLE": "deployment/keda-metrics-apiserver"},
+        r"KEDA's metrics apiserver keda/keda-metrics-apiserver is not Available",
+    ),
+    "its APIService not Available": (
+        {"STUB_UNAVAILABLE": "apiservice/v1beta1.external.metrics.k8s.io"},
+        r"the APIService v1beta1.external.metrics.k8s.io is not Available",
+    ),
+    "external metrics served by another adapter": (
+        {"STUB_APISERVICE": "monitoring/prometheus-adapter"},
+        r"v1beta1.external.metrics.k8s.io is served by monitoring/prometheus-adapter, not by KEDA's",
+    ),
+    "no APIService": ({"STUB_APISERVICE": ""}, r"no APIService v1beta1.external.metrics.k8s.io"),
+    "its CRDs without an operator": (
+        {"STUB_NAMESPACES": "default", "STUB_OPERATORS": ""},
+        r"KEDA's CRD scaledobjects.keda.sh is installed but no KEDA operator runs",
+    ),
+    "namespace keda without an operator": (
+        {"STUB_CRDS": "", "STUB_OPERATORS": ""},
+        r"namespace keda exists but no KEDA operator runs",
+    ),
+    "its operator without its CRDs": (
+        {"STUB_CRDS": ""},
+        r"KEDA's operator runs \(keda/keda-operator\) but its CRD scaledobjects.keda.sh is not installed",
+    ),
+    "two operators": (
+        {"STUB_OPERATORS": "keda/keda-operator other/keda-operator"},
+        r"more than one KEDA operator runs",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["preflight", None], ids=["preflight", "run"])
+@pytest.mark.parametrize("fake, reason", NOT_USABLE.values(), ids=NOT_USABLE.keys())
+def test_a_keda_that_is_not_usable_stops_the_run_in_one_line(e2e, command, fake, reason):
+    line = refused(e2e(command, **{**WITH_KEDA, **fake}))
+    assert re.match(rf"e2e-kind: .*{reason}", line), line
+    assert "E2E_CLUSTER" in line
+
+
+@pytest.mark.parametrize("keda", [WITH_KEDA, WITHOUT_KEDA], ids=["with KEDA", "without KEDA"])
+def test_an_existing_job_processing_namespace_stops_the_run_before_anything_is_applied(e2e, keda):
+    line = refused(e2e(**{**keda, "STUB_NAMESPACES": keda["STUB_NAMESPACES"] + " job-processing"}))
+    assert line.startswith("e2e-kind: namespace job-processing already exists"), line
+    assert "delete it yourself" in line and "E2E_CLUSTER" in line
+
+
+NAMESPACE_GOES = "kubectl delete namespace job-processing"
+KEDA_GOES = f"kubectl delete --ignore-not-found -f {KEDA_MANIFEST}"
+CLEAN_UPS = {
+    # a failed apply: the namespace is the run's, and so is KEDA if it installed it
+    "reused, with KEDA": (WITH_KEDA, "apply-k", [NAMESPACE_GOES]),
+    "reused, without KEDA": (WITHOUT_KEDA, "apply-k", [NAMESPACE_GOES, KEDA_GOES]),  # in this order: see the script
+    "created": ({}, "apply-k", [f"kind delete cluster --name {CLUSTER}"]),
+    # a failed image build: nothing applied yet, so no namespace of the run's
+    "reused, with KEDA, before the apply": (WITH_KEDA, "docker-build", []),
+    "reused, without KEDA, before the apply": (WITHOUT_KEDA, "docker-build", [KEDA_GOES]),
+}
+
+
+@pytest.mark.parametrize("fake, failing, deleted", CLEAN_UPS.values(), ids=CLEAN_UPS.keys())
+def test_the_clean_up_after_a_failure_deletes_only_what_the_run_made(e2e, fake, failing, deleted):
+    run = e2e(**fake, STUB_FAIL=failing)
+    assert run.returncode == 1, run.stdout + run.stderr
+    deletions = run.deletions()
+    assert len(deletions) == len(deleted), deletions
+    assert all(d.startswith(e) for d, e in zip(deletions, deleted, strict=True)), deletions
+
+
+@pytest.mark.parametrize(
+    "fake", [WITH_KEDA, WITHOUT_KEDA, {}], ids=["reused, with KEDA", "reused, without KEDA", "created"]
+)
+def test_keep_1_deletes_nothing_and_says_how(e2e, fake):
+    run = e2e(**fake, STUB_FAIL="apply-k", KEEP="1")
+    assert run.returncode == 1 and run.deletions() == [], run.deletions()
+    assert "KEEP=1: left as it is; remove what this run made with: " in run.stdout
+    assert (KEDA_MANIFEST in run.stdout) == (fake is WITHOUT_KEDA)
