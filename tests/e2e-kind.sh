@@ -44,6 +44,8 @@ SCALE_UP_PODS=4
 SCALE_UP_PERCENT=100
 # What nothing documents: an allowance for a pod to be scheduled and started from an image on the node.
 POD_START=60  # s
+# And one for the burst's pod to connect, push its jobs and exit: it pushes 200 in about a second.
+PUSH_TIME=30  # s
 SAMPLE_EVERY=5  # s between two rows of the timeline
 
 # --- the derivation of every timeout -----------------------------------------------------------------------
@@ -64,7 +66,8 @@ ramp_steps() {
 }
 
 # derive MIN MAX TARGET POLL COOLDOWN WINDOW PROCESS_TIME_MAX BURST: sets the T_* timeouts and prints how.
-# T_WAKE, T_UP, T_READY_UP and T_DRAIN count from the burst's creation; T_DOWN from the moment the queue is empty.
+# T_PUSHED, T_WAKE, T_UP, T_READY_UP and T_DRAIN count from the burst's creation; T_DOWN from the moment the
+# queue is empty.
 derive() {
   local min=$1 max=$2 target=$3 poll=$4 cooldown=$5 window=$6 work=$7 burst=$8 first steps backlog
   first=$((min > 0 ? min : 1))
@@ -72,6 +75,8 @@ derive() {
   # While every consumer runs, one has at most ceil(jobs / max) jobs ahead of it until the count falls to
   # max * target; from there the HPA keeps one consumer per target jobs (a scale-down only lags, with more).
   backlog=$(($(ceil_div $((burst > max * target ? burst - max * target : 0)) "$max") + target))
+  T_PUSHED=$((POD_START + PUSH_TIME))
+  explain T_PUSHED "the burst Job has ended" "burst pod start $POD_START + $PUSH_TIME s to push and exit"
   if ((min == 0)); then
     # KEDA itself takes 0 -> 1 at its next poll with the count above the activation threshold.
     T_WAKE=$((POD_START + poll + POD_START))
@@ -359,6 +364,8 @@ moved_a_job() { (($(sql 'SELECT count(*) FROM done_jobs' || echo 0) > done_befor
 desired_above_1() { ((desired > 1)); }
 ready_above_1() { ((ready > 1)); }
 ready_at_least_1() { ((ready >= 1)); }
+# The burst's Job has ended, either way: its status counts the pods that succeeded or failed.
+burst_ended() { [[ -n $(field "$job" '{.status.succeeded}{.status.failed}') ]]; }
 queue_empty() { [[ $count == 0 ]]; }
 at_min() {
   [[ $count == 0 ]] && ((replicas == min && ready == min)) || return 1
@@ -437,16 +444,27 @@ run_variant() {
   derive "$min" "$max" "$target" "$poll" "$cooldown" "$window" "$work" "$burst"
   peak=0
   timeline "since the burst was created"
+  # Its log as soon as it has ended: the Job deletes itself ttlSecondsAfterFinished (k8s/burst-job.yaml)
+  # after that, sooner than a slow drain may take, and with it the only record of what it pushed.
+  local succeeded log pushed
+  until_or_fail "$T_PUSHED" "the burst Job has ended" burst_ended || return 1
+  succeeded=$(field "$job" '{.status.succeeded}')
+  if [[ $succeeded != 1 ]]; then
+    fail "the burst Job $job failed, and is not retried (backoffLimit 0): kubectl -n $NAMESPACE logs $job"
+    return 1
+  fi
+  if ! log=$(kn logs "$job" 2>&1); then
+    fail "the burst's log cannot be read, so what it pushed is unknown: kubectl logs $job: ${log%%$'\n'*}"
+    return 1
+  fi
+  pushed=$(sed -n 's/^Pushed job \([0-9]*\).*/\1/p' <<<"$log" | sort -n)
+  pass "the burst's log is read (it lists $(wc -w <<<"$pushed") jobs pushed)"
   if ((min == 0)); then
     until_or_fail "$T_WAKE" "KEDA wakes a consumer from 0" ready_at_least_1 || return 1
   fi
   until_or_fail "$T_UP" "the HPA desires more than 1 consumer" desired_above_1 || return 1
   until_or_fail "$T_READY_UP" "more than 1 consumer is ready" ready_above_1 || return 1
   until_or_fail "$T_DRAIN" "the queue drains" queue_empty || return 1
-  # Its log now, while the Job is there: it deletes itself ttlSecondsAfterFinished after it ends.
-  local pushed
-  must kn wait --for=condition=Complete "$job" --timeout=60s || return 1
-  pushed=$(kn logs "$job" | sed -n 's/^Pushed job \([0-9]*\).*/\1/p' | sort -n)
   until_or_fail "$(from_now "$T_DOWN")" "the consumers come back to minReplicaCount $min" at_min || return 1
   if ((peak <= max)); then pass "never more than maxReplicaCount consumers (at most $peak of $max)"
   else fail "never more than maxReplicaCount consumers ($peak of $max)"; fi

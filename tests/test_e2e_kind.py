@@ -124,6 +124,7 @@ def derive(*numbers):
 def test_derived_timeouts_for_the_base():
     # minReplicaCount 1, max 20, target 5, pollingInterval 15, cooldown 30, window 30, PROCESS_TIME_MAX 10
     assert derive(1, 20, 5, 15, 30, 30, 10, 200) == {
+        "T_PUSHED": 60 + 30,  # the burst's pod starts, pushes and exits
         "T_UP": 60 + 2 * 15,  # the burst's pod starts, then two HPA syncs
         "T_READY_UP": 90 + 60,
         "T_DRAIN": 2 * (90 + 3 * 15 + 60 + (5 + 5) * 10),  # 590
@@ -133,6 +134,7 @@ def test_derived_timeouts_for_the_base():
 
 def test_derived_timeouts_for_scale_to_zero():
     assert derive(0, 20, 5, 15, 30, 30, 10, 200) == {
+        "T_PUSHED": 60 + 30,
         "T_WAKE": 60 + 15 + 60,  # the burst's pod, KEDA's next poll, the consumer's start
         "T_UP": 135 + 2 * 15,
         "T_READY_UP": 165 + 60,
@@ -371,3 +373,28 @@ def test_keep_1_deletes_nothing_and_says_how(e2e, fake):
     assert run.returncode == 1 and run.deletions() == [], run.deletions()
     assert "KEEP=1: left as it is; remove what this run made with: " in run.stdout
     assert (KEDA_MANIFEST in run.stdout) == (fake is WITHOUT_KEDA)
+
+
+def burst_calls(run):
+    """The calls from the first burst's creation on."""
+    start = next(i for i, call in enumerate(run.calls) if call.startswith("kubectl create -f k8s/burst-job.yaml"))
+    return run.calls[start:]
+
+
+# Each row of the timeline begins with the count of jobs: the row that sees the Job ended is the first.
+def test_the_bursts_log_is_read_as_soon_as_its_job_has_ended(e2e):
+    run = e2e(**WITH_KEDA)
+    assert run.returncode == 0, run.stdout + run.stderr
+    calls = burst_calls(run)
+    read = next(i for i, call in enumerate(calls) if call.startswith("kubectl -n job-processing logs job/"))
+    rows = [call for call in calls[:read] if call.endswith("SELECT count(*) FROM jobs")]
+    assert len(rows) == 1, calls[: read + 1]
+
+
+def test_a_burst_log_that_cannot_be_read_fails_as_such(e2e):
+    run = e2e(**WITH_KEDA, STUB_BURST_LOG="gone")
+    assert run.returncode == 1
+    failures = [line for line in run.stdout.splitlines() if line.startswith("  FAIL")]
+    assert len(failures) == 2, failures  # one a variant, and nothing after it
+    assert all("the burst's log cannot be read, so what it pushed is unknown" in line for line in failures), failures
+    assert 'jobs.batch "job-burst-1" not found' in failures[0], failures
