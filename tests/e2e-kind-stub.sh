@@ -20,8 +20,8 @@
 # are back at minReplicaCount; the queue always counts 0.
 set -euo pipefail
 : "${STUB_DIR:?}"
-me=$(basename "$0")
-state() { cat "$STUB_DIR/$1" 2>/dev/null || echo "$2"; }
+me=${0##*/}
+state() { local value=$2; if [[ -f $STUB_DIR/$1 ]]; then read -r value <"$STUB_DIR/$1"; fi; echo "$value"; }
 put() { echo "$2" >"$STUB_DIR/$1"; }
 listed() { [[ " ${2:-} " == *" $1 "* ]]; }
 unhandled() { echo "UNHANDLED $me $*" >>"$STUB_DIR/calls.log"; echo "stub $me: unhandled: $*" >&2; exit 99; }

@@ -8,8 +8,9 @@
 # builds both images and loads them into the node, runs `kubectl apply -k .`, waits
 # for Postgres and for the ScaledObject to be Ready, and then, with the pusher Deployment scaled to 0 so that
 # every job is accounted for, creates the burst of k8s/burst-job.yaml and checks that:
-#   the HPA's desired replicas and the ready consumers rise above 1; the queue drains; the consumers come
-#   back to minReplicaCount; every job of the burst is in done_jobs (its primary key allows it once).
+#   the HPA's desired replicas and the ready consumers rise above 1; the desired replicas reach
+#   maxReplicaCount, where the burst calls for it; the queue drains; the consumers come back to
+#   minReplicaCount; every job of the burst is in done_jobs (its primary key allows it once).
 # Then the same with k8s/overlays/scale-to-zero, which must first reach 0 consumers and wake on the burst.
 # Every timeout is derived from the ScaledObject as applied and from the HPA's timings, and printed with its
 # derivation. While it waits it prints a timeline, the columns of `make run`'s timeline:
@@ -52,26 +53,30 @@ SAMPLE_EVERY=5  # s between two rows of the timeline
 
 ceil_div() { echo $((($1 + $2 - 1) / $2)); }
 
-# HPA scale-up steps from $1 to $2 replicas under the default policy.
-ramp_steps() {
-  local replicas=$1 max=$2 steps=0 by_pods by_percent
+# The HPA's scale-up from $1 to $2 replicas under the default policy: its steps, and the sum of the replicas
+# it has before each (the consumers that may be working while it gets there).
+ramp() {
+  local replicas=$1 max=$2 steps=0 before=0 by_pods by_percent
   while ((replicas < max)); do
+    before=$((before + replicas))
     by_pods=$((replicas + SCALE_UP_PODS))
     by_percent=$((replicas + replicas * SCALE_UP_PERCENT / 100))
     replicas=$((by_pods > by_percent ? by_pods : by_percent))
     if ((replicas > max)); then replicas=$max; fi
     steps=$((steps + 1))
   done
-  echo "$steps"
+  echo "$steps $before"
 }
 
-# derive MIN MAX TARGET POLL COOLDOWN WINDOW PROCESS_TIME_MAX BURST: sets the T_* timeouts and prints how.
+# derive MIN MAX TARGET POLL COOLDOWN WINDOW PROCESS_TIME_MIN PROCESS_TIME_MAX BURST: sets the T_* timeouts
+# and prints how, and sets EXPECT_MAX, whether the burst calls for maxReplicaCount (printed, with why).
 # T_PUSHED, T_WAKE, T_UP, T_READY_UP and T_DRAIN count from the burst's creation; T_DOWN from the moment the
 # queue is empty.
 derive() {
-  local min=$1 max=$2 target=$3 poll=$4 cooldown=$5 window=$6 work=$7 burst=$8 first steps backlog
+  local min=$1 max=$2 target=$3 poll=$4 cooldown=$5 window=$6 work_min=$7 work=$8 burst=$9
+  local first steps before backlog ramp_jobs left tenths
   first=$((min > 0 ? min : 1))
-  steps=$(ramp_steps "$first" "$max")
+  read -r steps before < <(ramp "$first" "$max")
   # While every consumer runs, one has at most ceil(jobs / max) jobs ahead of it until the count falls to
   # max * target; from there the HPA keeps one consumer per target jobs (a scale-down only lags, with more).
   backlog=$(($(ceil_div $((burst > max * target ? burst - max * target : 0)) "$max") + target))
@@ -102,6 +107,18 @@ derive() {
     T_DOWN=$((2 * (window + 2 * HPA_SYNC)))
     explain T_DOWN "consumers back to $min" "2 x (stabilizationWindowSeconds $window + 2 HPA syncs of $HPA_SYNC)"
   fi
+  # The HPA asks for maxReplicaCount only while the count is above (max - 1) x target, and takes its last step
+  # there, from fewer replicas, only past its 10% tolerance: so while more than 1.1 x max x target jobs are
+  # left. Left when it can: the burst less what the ramp's consumers may do first, each for an HPA sync at
+  # twice the rate of the mean work time (twice: for a first sync that finds the burst half pushed, a step
+  # more, and for the spread of the work times).
+  ramp_jobs=$((2 * before * HPA_SYNC * 2 / (work_min + work > 0 ? work_min + work : 1)))
+  left=$((burst - ramp_jobs)) tenths=$((max * target * 11))
+  local verdict="checked" above="above"
+  if ((left * 10 > tenths)); then EXPECT_MAX=1; else EXPECT_MAX=0 verdict="not checked" above="not above"; fi
+  echo "  $verdict: the HPA desires maxReplicaCount $max, as the burst's $burst jobs - $ramp_jobs the ramp may do" \
+    "(2 x $before replica-syncs of $HPA_SYNC s / mean PROCESS_TIME ($work_min + $work) / 2 s) = $left" \
+    "left is $above 1.1 x $max x $target = $((tenths / 10)).$((tenths % 10))"
 }
 
 explain() { printf '  timeout %-10s %5d s  %-28s = %s\n' "$1" "${!1}" "$2" "$3"; }
@@ -332,13 +349,13 @@ kind load docker-image --name "$CLUSTER" "${images[@]}"
 # --- one variant -----------------------------------------------------------------------------------------
 
 # The samplers: each sets a variable, 0 when the object says nothing (a Deployment at 0 has no readyReplicas).
-count=0 desired=0 ready=0 replicas=0 peak=0 hpa="" phase_started=$SECONDS
+count=0 desired=0 ready=0 replicas=0 peak_desired=0 hpa="" phase_started=$SECONDS
 sample() {
   count=$(sql 'SELECT count(*) FROM jobs') || count='?'
   desired=$(field "hpa/$hpa" '{.status.desiredReplicas}'); desired=${desired:-0}
   ready=$(field deployment/job-consumer '{.status.readyReplicas}'); ready=${ready:-0}
   replicas=$(field deployment/job-consumer '{.spec.replicas}'); replicas=${replicas:-0}
-  if ((ready > peak)); then peak=$ready; fi
+  if ((desired > peak_desired)); then peak_desired=$desired; fi
   echo "$((SECONDS - phase_started)),$count,$desired,$ready"
 }
 timeline() { phase_started=$SECONDS; echo "seconds,jobs,desired,consumers   ($*)"; }
@@ -402,7 +419,7 @@ run_variant() {
   pass "ScaledObject $SCALED_OBJECT is Ready"
 
   # The numbers the timeouts derive from, as applied; KEDA's and the HPA's defaults where unset.
-  local so="scaledobject/$SCALED_OBJECT" max target work scale_up
+  local so="scaledobject/$SCALED_OBJECT" max target work_min work scale_up
   min=$(field "$so" '{.spec.minReplicaCount}'); min=${min:-0}
   max=$(field "$so" '{.spec.maxReplicaCount}'); max=${max:-100}
   poll=$(field "$so" '{.spec.pollingInterval}'); poll=${poll:-30}
@@ -412,11 +429,14 @@ run_variant() {
   scale_up=$(field "$so" '{.spec.advanced.horizontalPodAutoscalerConfig.behavior.scaleUp}')
   if [[ -n $scale_up ]]; then fail "the ScaledObject sets scaleUp; the timeouts assume the HPA's default"; return 1; fi
   target=$(field "$so" '{.spec.triggers[0].metadata.targetQueryValue}')
+  work_min=$(field deployment/job-consumer '{.spec.template.spec.containers[0].env[?(@.name=="PROCESS_TIME_MIN")].value}')
+  work_min=${work_min:-2}  # the consumer's default
   work=$(field deployment/job-consumer '{.spec.template.spec.containers[0].env[?(@.name=="PROCESS_TIME_MAX")].value}')
   grace=$(field deployment/job-consumer '{.spec.template.spec.terminationGracePeriodSeconds}')
   hpa=$(field "$so" '{.status.hpaName}')
   echo "  minReplicaCount $min, maxReplicaCount $max, targetQueryValue $target, pollingInterval $poll s," \
-    "cooldownPeriod $cooldown s, scale-down window $window s; the HPA is $hpa; consumer PROCESS_TIME_MAX $work s," \
+    "cooldownPeriod $cooldown s, scale-down window $window s; the HPA is $hpa; consumer PROCESS_TIME_MIN" \
+    "$work_min s, PROCESS_TIME_MAX $work s," \
     "terminationGracePeriodSeconds $grace s"
 
   say "$label: the Deployments as applied move a job, then the pusher goes to 0 so that only the burst adds jobs"
@@ -441,8 +461,8 @@ run_variant() {
   job=job/${job#*/}
   burst=$(field "$job" '{.spec.template.spec.containers[0].env[?(@.name=="PUSH_COUNT")].value}')
   echo "  $job pushes $burst jobs; the timeouts, from the numbers above:"
-  derive "$min" "$max" "$target" "$poll" "$cooldown" "$window" "$work" "$burst"
-  peak=0
+  derive "$min" "$max" "$target" "$poll" "$cooldown" "$window" "$work_min" "$work" "$burst"
+  peak_desired=0
   timeline "since the burst was created"
   # Its log as soon as it has ended: the Job deletes itself ttlSecondsAfterFinished (k8s/burst-job.yaml)
   # after that, sooner than a slow drain may take, and with it the only record of what it pushed.
@@ -465,9 +485,12 @@ run_variant() {
   until_or_fail "$T_UP" "the HPA desires more than 1 consumer" desired_above_1 || return 1
   until_or_fail "$T_READY_UP" "more than 1 consumer is ready" ready_above_1 || return 1
   until_or_fail "$T_DRAIN" "the queue drains" queue_empty || return 1
+  # The HPA caps its desired replicas at maxReplicaCount, so only reaching it says anything: that KEDA's
+  # metric and the ScaledObject's maximum carry through to the HPA.
+  if ((EXPECT_MAX && peak_desired >= max)); then pass "the HPA desired maxReplicaCount $max during the burst"
+  elif ((EXPECT_MAX)); then fail "the HPA desired at most $peak_desired replicas, never maxReplicaCount $max" \
+    "(the burst calls for it: see above)"; fi
   until_or_fail "$(from_now "$T_DOWN")" "the consumers come back to minReplicaCount $min" at_min || return 1
-  if ((peak <= max)); then pass "never more than maxReplicaCount consumers (at most $peak of $max)"
-  else fail "never more than maxReplicaCount consumers ($peak of $max)"; fi
 
   say "$label: nothing lost"
   local recorded queued

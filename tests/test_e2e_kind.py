@@ -112,18 +112,29 @@ def test_the_script_names_what_the_manifests_name():
     assert script_setting("SCALED_OBJECT") in [d["metadata"]["name"] for d in keda if d["kind"] == "ScaledObject"]
 
 
-def derive(*numbers):
+def run_derive(*numbers):
     result = subprocess.run([str(SCRIPT), "derive", *map(str, numbers)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"timeout (T_\w+) +(\d+) s", result.stdout)}
+    return result.stdout
+
+
+def derive(*numbers):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"timeout (T_\w+) +(\d+) s", run_derive(*numbers))}
+
+
+def max_is_expected(*numbers):
+    """Whether the run checks that the HPA desires maxReplicaCount during this burst."""
+    verdicts = re.findall(r"^  (checked|not checked): the HPA desires maxReplicaCount", run_derive(*numbers), re.M)
+    assert len(verdicts) == 1, verdicts
+    return verdicts[0] == "checked"
 
 
 # By hand, from the HPA's default scale-up (every 15 s, the larger of +4 pods and +100%: 1 -> 5 -> 10 -> 20,
 # 3 steps), a 15 s sync period and the script's 60 s allowance for a pod to start. With 200 jobs, 20
 # consumers and 5 jobs each: until the count falls to 100 each has ceil(100 / 20) = 5 jobs ahead, then 5 more.
 def test_derived_timeouts_for_the_base():
-    # minReplicaCount 1, max 20, target 5, pollingInterval 15, cooldown 30, window 30, PROCESS_TIME_MAX 10
-    assert derive(1, 20, 5, 15, 30, 30, 10, 200) == {
+    # minReplicaCount 1, max 20, target 5, pollingInterval 15, cooldown 30, window 30, PROCESS_TIME 2 to 10
+    assert derive(1, 20, 5, 15, 30, 30, 2, 10, 200) == {
         "T_PUSHED": 60 + 30,  # the burst's pod starts, pushes and exits
         "T_UP": 60 + 2 * 15,  # the burst's pod starts, then two HPA syncs
         "T_READY_UP": 90 + 60,
@@ -133,7 +144,7 @@ def test_derived_timeouts_for_the_base():
 
 
 def test_derived_timeouts_for_scale_to_zero():
-    assert derive(0, 20, 5, 15, 30, 30, 10, 200) == {
+    assert derive(0, 20, 5, 15, 30, 30, 2, 10, 200) == {
         "T_PUSHED": 60 + 30,
         "T_WAKE": 60 + 15 + 60,  # the burst's pod, KEDA's next poll, the consumer's start
         "T_UP": 135 + 2 * 15,
@@ -147,15 +158,31 @@ def test_derived_timeouts_for_scale_to_zero():
 # the 5 it is meant to have (10 in all); with 2 or more, 5 per consumer.
 def test_a_burst_that_does_not_divide_evenly_rounds_up():
     # 210 jobs, 20 consumers: until the count falls to 100, ceil(110 / 20) = 6 jobs ahead of each, then 5
-    assert derive(1, 20, 5, 15, 30, 30, 10, 210)["T_DRAIN"] == 2 * (90 + 3 * 15 + 60 + (6 + 5) * 10)
+    assert derive(1, 20, 5, 15, 30, 30, 2, 10, 210)["T_DRAIN"] == 2 * (90 + 3 * 15 + 60 + (6 + 5) * 10)
 
 
 @pytest.mark.parametrize(
     "max_replicas, steps, per_consumer", [(1, 0, 10), (4, 1, 5), (5, 1, 5), (20, 3, 5), (100, 6, 5)]
 )
 def test_the_ramp_follows_the_default_scale_up(max_replicas, steps, per_consumer):
-    timeouts = derive(1, max_replicas, 5, 15, 30, 30, 10, 10)
+    timeouts = derive(1, max_replicas, 5, 15, 30, 30, 2, 10, 10)
     assert timeouts["T_DRAIN"] == 2 * (90 + steps * 15 + 60 + per_consumer * 10)
+
+
+# By hand: the ramp 1 -> 5 -> 10 -> 20 has 1 + 5 + 10 = 16 replicas before its steps, each working for an HPA
+# sync of 15 s at twice the rate of the mean work time of (2 + 10) / 2 = 6 s: 2 x 16 x 15 / 6 = 80 jobs. The
+# HPA then still desires 20 while more than 1.1 x 20 x 5 = 110 jobs are left: bursts above 80 + 110 = 190.
+@pytest.mark.parametrize("min_replicas", [1, 0])
+@pytest.mark.parametrize("burst, expected", [(200, True), (191, True), (190, False), (100, False)])
+def test_the_run_expects_max_replicas_when_the_burst_calls_for_them(min_replicas, burst, expected):
+    assert max_is_expected(min_replicas, 20, 5, 15, 30, 30, 2, 10, burst) == expected
+
+
+# 1 -> 5 -> 10: 1 + 5 = 6 replicas before the steps; with PROCESS_TIME 1 to 3, 2 x 6 x 15 / 2 = 90 jobs, then
+# more than 1.1 x 10 x 5 = 55 left: bursts above 145.
+@pytest.mark.parametrize("burst, expected", [(146, True), (145, False)])
+def test_the_ramp_and_the_work_time_set_the_burst_that_calls_for_max_replicas(burst, expected):
+    assert max_is_expected(1, 10, 5, 15, 30, 30, 1, 3, burst) == expected
 
 
 def test_the_header_names_the_network_access_the_script_needs():
@@ -222,14 +249,13 @@ class Run:
         return [call for call in self.changes() if re.match(r"(kubectl (-n \S+ )?|kind )delete", call)]
 
 
-@pytest.fixture
-def e2e(tmp_path):
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
     """run(command, **fake_cluster): the script, with the stand-ins first on PATH; a fresh fake cluster each run."""
-    runs = iter(range(1000))
 
     def run(command=None, **fake):
-        state = tmp_path / f"run{next(runs)}"
-        (state / "bin").mkdir(parents=True)
+        state = tmp_path_factory.mktemp("fake-cluster")
+        (state / "bin").mkdir()
         for name in ("kubectl", "kind", "docker"):
             (state / "bin" / name).symlink_to(STUB)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STUB_", "E2E_", "KIND_")) and k != "KEEP"}
@@ -269,9 +295,17 @@ def test_the_version_is_the_operator_images_tag_else_its_label(e2e):
     assert "KEDA 2.18.1 found" in e2e("preflight", **{**WITH_KEDA, **tagged}).stdout
 
 
-def test_a_run_uses_the_keda_it_finds_and_neither_installs_nor_removes_it(e2e):
+@pytest.fixture(scope="module")
+def passing_run(e2e):
+    """A whole run, both variants, that passes: a reused cluster with a usable KEDA."""
     run = e2e(**WITH_KEDA)
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.returncode == 0 and run.stdout.endswith(" checks)\n"), run.stdout + run.stderr
+    return run
+
+
+def test_a_run_uses_the_keda_it_finds_and_neither_installs_nor_removes_it(passing_run):
+    run = passing_run
+    assert "e2e-kind: PASS" in run.stdout
     assert not [call for call in run.calls if KEDA_MANIFEST in call], run.calls
     assert run.deletions() == ["kubectl delete namespace job-processing --ignore-not-found --timeout=300s"]
 
@@ -382,10 +416,8 @@ def burst_calls(run):
 
 
 # Each row of the timeline begins with the count of jobs: the row that sees the Job ended is the first.
-def test_the_bursts_log_is_read_as_soon_as_its_job_has_ended(e2e):
-    run = e2e(**WITH_KEDA)
-    assert run.returncode == 0, run.stdout + run.stderr
-    calls = burst_calls(run)
+def test_the_bursts_log_is_read_as_soon_as_its_job_has_ended(passing_run):
+    calls = burst_calls(passing_run)
     read = next(i for i, call in enumerate(calls) if call.startswith("kubectl -n job-processing logs job/"))
     rows = [call for call in calls[:read] if call.endswith("SELECT count(*) FROM jobs")]
     assert len(rows) == 1, calls[: read + 1]
@@ -398,3 +430,25 @@ def test_a_burst_log_that_cannot_be_read_fails_as_such(e2e):
     assert len(failures) == 2, failures  # one a variant, and nothing after it
     assert all("the burst's log cannot be read, so what it pushed is unknown" in line for line in failures), failures
     assert 'jobs.batch "job-burst-1" not found' in failures[0], failures
+
+
+def test_a_burst_that_never_brings_the_hpa_to_max_replicas_fails(e2e):
+    run = e2e(**WITH_KEDA, STUB_PEAK="10")
+    assert run.returncode == 1
+    failures = [line for line in run.stdout.splitlines() if line.startswith("  FAIL")]
+    assert (
+        failures
+        == ["  FAIL  the HPA desired at most 10 replicas, never maxReplicaCount 20 (the burst calls for it: see above)"]
+        * 2
+    )
+    assert run.stdout.count("ok    the HPA desires more than 1 consumer") == 2  # it rose: only the cap was not reached
+
+
+def test_a_job_done_jobs_lacks_is_counted_missing_across_99_to_100(e2e):
+    # The first burst's ids are 96 to 295 (the stand-in's done_jobs held 95 before it).
+    run = e2e(**WITH_KEDA, STUB_NOT_RECORDED="99 100 101")
+    assert run.returncode == 1
+    failures = [line for line in run.stdout.splitlines() if line.startswith("  FAIL")]
+    assert failures == [
+        "  FAIL  done_jobs holds every pushed job: 3 missing, 0 not pushed by the burst, 0 still queued"
+    ]
