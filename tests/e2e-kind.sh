@@ -3,9 +3,9 @@
 # access to GitHub (KEDA's release manifest), Docker Hub (the kindest/node image, the postgres image the node
 # pulls, and the python base image of both builds), ghcr.io (KEDA's images) and PyPI (pip, in both builds).
 #
-# In a kind cluster of its own (created, or reused if it exists), it uses the KEDA it finds there, if that
-# one is usable and in namespace keda, or else installs KEDA at the version README.md names and waits for it;
-# builds both images and loads them into the node, runs `kubectl apply -k .`, waits
+# In a kind cluster of its own (created, or reused if it exists), it uses the KEDA already there, or where
+# there is none installs KEDA at the version README.md names and waits for it; builds both images and loads
+# them into the node, runs `kubectl apply -k .`, waits
 # for Postgres and for the ScaledObject to be Ready, and then, with the pusher Deployment scaled to 0 so that
 # every job is accounted for, creates the burst of k8s/burst-job.yaml and checks that:
 #   the HPA's desired replicas and the ready consumers rise above 1; the desired replicas reach
@@ -16,8 +16,10 @@
 # derivation. While it waits it prints a timeline, the columns of `make run`'s timeline:
 #   seconds,jobs,desired,consumers   (seconds since the burst, the trigger query's result, the HPA's
 #                                      desired replicas, consumer pods ready)
-# On a reused cluster it first checks, and stops in one line before it changes anything, if namespace
-# job-processing exists already, or if the KEDA there is not usable or not in namespace keda.
+# On a reused cluster it first looks, and stops in one line before it changes anything, if namespace
+# job-processing exists already, or if a KEDA is there that it cannot use: not in namespace keda (the only
+# one k8s/base/postgres.yaml's NetworkPolicy admits), or its operator, its metrics apiserver or the APIService
+# v1beta1.external.metrics.k8s.io not Available. It never installs KEDA over another.
 # It deletes only what this run made (the cluster; or on a reused cluster the namespace, and KEDA if it
 # installed it) unless KEEP=1. Other settings: E2E_CLUSTER (cluster name), KIND_NODE_IMAGE.
 #   tests/e2e-kind.sh                 run everything
