@@ -89,16 +89,31 @@ bench:
 
 # The tests marked `docker` (tests/docker/): the Compose file run for real, and each pod spec run the way the
 # kubelet would run it. `make test` skips them in one line when no Docker engine answers; this target runs
-# only them, on the engine DOCKER_HOST names, or, where none answers, on ../shared/tools/docker-standin (a
-# private engine on stand-in base images, for a machine that cannot pull images).
+# only them, on the engine DOCKER_HOST names, or on ../shared/tools/docker-standin (a private engine on
+# stand-in base images, for a machine that cannot pull images), which builds the project's images itself.
+# Only root may start the stand-in (`docker-standin up`, which this target runs for root); once it runs, a
+# member of the group of its socket may use it: DOCKER_HOST=unix:///var/tmp/docker-standin/docker.sock.
+# Then only the project's images are rebuilt (`docker-standin build`). That writes its logs in the stand-in's
+# state directory, STANDIN_HOME, which is root's; so STANDIN_HOME is a directory of the user's here, with
+# links to the engine's socket and client configuration, the two things the script finds through it.
 STANDIN ?= ../shared/tools/docker-standin
 test-docker: venv
 	@if docker info >/dev/null 2>&1 && case "$$DOCKER_HOST" in *docker-standin*) false;; esac; then \
 		$(BIN)/python -m pytest -m docker; \
-	elif [ -x $(STANDIN) ]; then \
+	elif docker info >/dev/null 2>&1; then \
+		[ -x $(STANDIN) ] || { echo "The stand-in engine answers, but no $(STANDIN) to build the images (STANDIN=path)"; exit 1; }; \
+		echo "Building the project's images on the stand-in engine ($(STANDIN) build)"; \
+		state=$$(dirname "$${DOCKER_HOST#unix://}"); home=$$(mktemp -d); \
+		ln -s "$$state/docker.sock" "$$state/config" "$$home/"; \
+		STANDIN_HOME=$$home $(STANDIN) build; built=$$?; rm -rf "$$home"; \
+		[ $$built = 0 ] && $(BIN)/python -m pytest -m docker; \
+	elif [ ! -x $(STANDIN) ]; then \
+		echo "No Docker engine answers (docker info), and no $(STANDIN)"; exit 1; \
+	elif [ "$$(id -u)" = 0 ]; then \
 		echo "No Docker engine answers: starting $(STANDIN)"; \
 		eval "$$($(STANDIN) up)" && $(BIN)/python -m pytest -m docker; \
-	else echo "No Docker engine answers (docker info), and no $(STANDIN)"; exit 1; fi
+	else echo "No Docker engine answers (docker info), and only root may start one: as root, $(STANDIN) up;" \
+		"then, as a member of group docker, make test-docker with the DOCKER_HOST it prints"; exit 1; fi
 
 # The manifests on a kind cluster of their own, with KEDA: needs Docker, kind and kubectl, nothing else
 # (not even this Makefile's virtual environment). KEEP=1 leaves the cluster for a look.

@@ -14,7 +14,7 @@ test_podrun_rules.py checks each rule below against cases worked out by hand fro
   emptyDir                    a tmpfs at its mountPath, root:fsGroup mode 2777 as the kubelet makes it
   volumeClaimTemplates / PVC  a host directory owned by root:fsGroup, mode 2775, as a fresh volume that
                               supports ownership management is handed out
-  configMap / secret volumes  the rendered object's files, mounted read-only
+  configMap / secret volumes  the rendered object's files, root:fsGroup with their mode, mounted read-only
   env / envFrom               resolved from the rendered Secrets and ConfigMaps; $(VAR) expanded
   command / args              --entrypoint and arguments, with the same override rules as Kubernetes
   resources.limits            --memory (no swap) and --cpus; requests.cpu as --cpu-shares
@@ -27,6 +27,12 @@ straight to the pod), KEDA (each workload runs its `replicas`, one at least). A 
 cannot reproduce faithfully (another kind of probe or volume, a subPath, a Service that remaps a port) raises
 NotEmulated: a failure, never a silent skip. KEEP=1 leaves the containers running for a look;
 PODS_NETWORK=host runs them on the host's network.
+
+Root is not needed. Which owner, group and mode each file and directory of a volume gets is decided apart
+(a Handover for each, which test_podrun_rules.py checks), then applied by hand_over(): as root with chown and
+chmod, as an ordinary user by a short-lived container that runs as root on the same engine, since only root
+may give a file away and the engine's daemon runs as root. What root then owns in the work directory, and
+what the pods made in a claim, the user cannot delete either: remove() deletes it through such a container.
 """
 
 import base64
@@ -41,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import compose
 import yaml
@@ -242,24 +249,81 @@ def resolve_env(pod, container, objects):
     return env, shown
 
 
+# --- the volumes on the host, and who owns them ----------------------------------------------------------
+
+
+class Handover(NamedTuple):
+    """The owner, group and mode the kubelet gives one path of a volume it prepares, before the container
+    starts. This module makes the path as whoever runs it; hand_over() then gives it these."""
+
+    path: Path
+    uid: int
+    gid: int
+    mode: int
+
+    def __repr__(self):
+        return f"Handover({self.path}, {self.uid}:{self.gid}, {self.mode:04o})"
+
+
 def write_files(directory, data, items, mode, gid):
-    """A configMap or secret volume: its keys (or the listed items) as files, owned root:fsGroup."""
+    """A configMap or secret volume: its keys (or the listed items) as files, to be owned root:fsGroup with
+    their mode, in a directory root:root 0755. Returns the Handovers."""
     directory.mkdir(parents=True)
     chosen = (
         [(i["key"], i["path"], i.get("mode", mode)) for i in items] if items else [(key, key, mode) for key in data]
     )
+    handovers = [Handover(directory, 0, 0, 0o755)]
     for key, path, file_mode in chosen:
         target = directory / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data[key])
-        os.chown(target, 0, gid)
-        target.chmod(file_mode)
-    directory.chmod(0o755)
-    return directory
+        handovers.append(Handover(target, 0, gid, file_mode))
+    return handovers
+
+
+def as_root(image, workdir, script):
+    """`docker run` arguments for a short-lived container that runs script as root, with workdir at /w: an
+    ordinary user who may use the engine can have the engine's daemon do what only root may do. The image
+    is one the pods use, so nothing is pulled; it must have sh, chown, chmod and rm."""
+    container = ["--rm", "--label", LABEL, "--user", "0:0", "--network", "none", "-v", f"{workdir}:/w"]
+    return ["run", *container, "--entrypoint", "sh", image, "-c", script]
+
+
+def hand_over(handovers, workdir, image):
+    """Gives each path its Handover's owner, group and mode: as root directly, otherwise through as_root()."""
+    if not handovers:
+        return
+    if os.geteuid() == 0:
+        for h in handovers:
+            os.chown(h.path, h.uid, h.gid)  # first: a chown may clear the setgid bit a chmod sets
+            os.chmod(h.path, h.mode)
+        return
+    commands = []
+    for h in handovers:
+        inside = shlex.quote(f"/w/{h.path.relative_to(workdir)}")
+        # Five digits: GNU chmod keeps a directory's setgid bit for a shorter number such as 755.
+        commands.append(f"chown {h.uid}:{h.gid} {inside} && chmod {h.mode:05o} {inside}")
+    docker(*as_root(image, workdir, " && ".join(commands)))
+
+
+def remove(workdir, image):
+    """The work directory and all in it. What an ordinary user may not delete, the files in root's
+    directories (hand_over) and what a pod made in a claim as its own user, a container deletes."""
+    if os.geteuid() != 0 and any(workdir.iterdir()):
+        docker(*as_root(image, workdir, "rm -rf /w/*"), check=False)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def removal(workdir, image):
+    """The shell command that does what remove() does, for KEEP=1."""
+    if os.geteuid() == 0:
+        return f"rm -rf {shlex.quote(str(workdir))}"
+    return f"docker {shlex.join(as_root(image, workdir, 'rm -rf /w/*'))}; rmdir {shlex.quote(str(workdir))}"
 
 
 def docker_run_args(pod, container, objects, workdir, network, aliases):
-    """The `docker run` arguments for one container, and a printable form with Secret values masked."""
+    """The `docker run` arguments for one container, a printable form with Secret values masked, its
+    environment, and the Handovers of the volume paths it prepared in workdir (hand_over() applies them)."""
     pod_sc, sc = pod.security(container)
     args = ["--name", pod.container_name(container), "--label", LABEL, "--restart", "no"]
     # The pod's name is its host name; on the host's network the engine cannot set one, so only HOSTNAME.
@@ -316,6 +380,7 @@ def docker_run_args(pod, container, objects, workdir, network, aliases):
     # Where it writes, and what it reads
     volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
     group = fs_group if fs_group is not None else 0
+    handovers = []
     for mount in container.get("volumeMounts", []):
         if mount.get("subPath") or mount.get("subPathExpr"):
             raise NotEmulated(f"subPath in volumeMount {mount['name']}")
@@ -340,15 +405,16 @@ def docker_run_args(pod, container, objects, workdir, network, aliases):
         elif "persistentVolumeClaim" in volume:
             # A fresh volume as the kubelet hands it out with fsGroup: root:fsGroup, group-writable, setgid.
             host = workdir / f"{pod.name}-{mount['name']}"
-            host.mkdir(exist_ok=True)
-            os.chown(host, 0, group)
-            host.chmod(0o2775 if fs_group is not None else 0o755)
+            if not host.exists():  # fresh once: another container of the pod finds it as the first left it
+                host.mkdir()
+                handovers.append(Handover(host, 0, group, 0o2775 if fs_group is not None else 0o755))
             args += ["-v", f"{host}:{path}" + (":ro" if read_only else "")]
         elif "configMap" in volume or "secret" in volume:
             kind, source = ("ConfigMap", volume["configMap"]) if "configMap" in volume else ("Secret", volume["secret"])
             name = source.get("name") or source.get("secretName")
-            files = write_files(
-                workdir / f"{pod.name}-{mount['name']}",
+            files = workdir / f"{pod.name}-{mount['name']}"
+            handovers += write_files(
+                files,
                 objects.data(kind, pod.namespace, name),
                 source.get("items"),
                 source.get("defaultMode", 0o644),
@@ -360,7 +426,7 @@ def docker_run_args(pod, container, objects, workdir, network, aliases):
     if pod.spec.get("automountServiceAccountToken", True):
         token = workdir / f"{pod.name}-serviceaccount"
         if not token.exists():
-            write_files(
+            handovers += write_files(
                 token, {"token": b"not-a-token", "namespace": pod.namespace.encode(), "ca.crt": b""}, None, 0o644, group
             )
         args += ["-v", f"{token}:/var/run/secrets/kubernetes.io/serviceaccount:ro"]
@@ -384,7 +450,7 @@ def docker_run_args(pod, container, objects, workdir, network, aliases):
     arguments = [expand(str(a), env) for a in container.get("args", [])]
     # command replaces the image's ENTRYPOINT (and so its CMD too); args alone replace only its CMD.
     tail = ["--entrypoint", command[0], image, *command[1:], *arguments] if command else [image, *arguments]
-    return args + tail, printable + tail, env
+    return args + tail, printable + tail, env, handovers
 
 
 def service_aliases(pods, objects):
@@ -546,6 +612,7 @@ class Outcome:
         self.claims = []  # (pod name, claim, owner uid, owner gid, mode, what the pod made in it)
         self.flow = None  # (done_jobs before, done_jobs after, jobs queued or in progress)
         self.network = None
+        self.workdir = None  # the host directory of the volumes: gone after the run, unless KEEP=1
 
 
 def run_pods(target=".", standin=False, say=print):
@@ -569,7 +636,7 @@ def run_pods(target=".", standin=False, say=print):
         {c["image"] for p in outcome.pods for c in p.spec.get("initContainers", []) + p.spec["containers"]}, standin
     )
     docker("rm", "-f", *docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split(), check=False)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
+    workdir = outcome.workdir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-"))
     # A network of its own, on which each pod answers to its Services' names. PODS_NETWORK=host uses the
     # host's network instead (the names then point at 127.0.0.1, and the ports must be free on this machine).
     network = f"{PREFIX}-net" if os.environ.get("PODS_NETWORK") != "host" else "host"
@@ -584,14 +651,18 @@ def run_pods(target=".", standin=False, say=print):
         for pod in outcome.pods:
             say(f"{pod.kind} {pod.workload}: pod {pod.name}")
             for init in pod.spec.get("initContainers", []):
-                args, printable, _ = docker_run_args(pod, init, objects, workdir, network, aliases)
+                args, printable, _, handovers = docker_run_args(pod, init, objects, workdir, network, aliases)
+                hand_over(handovers, workdir, init["image"])
                 say("docker run " + shlex.join(printable))
                 result = docker("run", *args, check=False, timeout=300)
                 outcome.init_containers.append((pod.container_name(init), result.returncode))
             started = time.monotonic()
             for spec in pod.spec["containers"]:
                 container = Container(pod, spec)
-                args, printable, container.env = docker_run_args(pod, spec, objects, workdir, network, aliases)
+                args, printable, container.env, handovers = docker_run_args(
+                    pod, spec, objects, workdir, network, aliases
+                )
+                hand_over(handovers, workdir, spec["image"])
                 say("docker run -d " + shlex.join(printable))
                 docker("run", "-d", *args)
                 started = time.monotonic()  # the kubelet's probe clock starts with the container
@@ -649,14 +720,15 @@ def run_pods(target=".", standin=False, say=print):
                 + "\n      ".join([line for line in container.log.strip().splitlines() if line.strip()][-2:])
             )
     finally:
+        helper = outcome.pods[0].spec["containers"][0]["image"]  # for remove(), which may need a container
         if os.environ.get("KEEP") == "1":
             say(
                 f"KEEP=1: containers left; remove with: docker rm -f $(docker ps -aq --filter label={LABEL}); "
-                f"docker network rm {network}; rm -rf {workdir}"
+                f"docker network rm {network}; {removal(workdir, helper)}"
             )
         else:
             docker("rm", "-f", *[c.name for c in outcome.containers], check=False)
             if network != "host":
                 docker("network", "rm", network, check=False)
-            shutil.rmtree(workdir, ignore_errors=True)
+            remove(workdir, helper)
     return outcome

@@ -3,6 +3,7 @@ each container lives with its securityContext, passes its probes, moves jobs, an
 period with exit code 0. Needs a Docker engine: `make test-docker`.
 """
 
+import os
 import re
 
 import podrun  # tests/docker/, beside this file
@@ -108,3 +109,10 @@ def test_the_stop_caught_each_consumer_mid_job(outcome):
     consumers = containers(outcome, lambda c: c.pod.workload == "job-consumer")
     idle = [c.name for c in consumers if "Stop requested: finishing job" not in c.log]
     assert not idle, f"no job in hand when the stop came: {idle}"
+
+
+@pytest.mark.skipif(os.environ.get("KEEP") == "1", reason="KEEP=1 leaves the volumes for a look")
+def test_the_volumes_are_removed_after_the_run(outcome):
+    # As an ordinary user, what root owns there (the handed-over files, the data postgres made in its claim)
+    # can only go through a container: shutil.rmtree alone would leave it, silently.
+    assert not outcome.workdir.exists(), f"{outcome.workdir} is left"

@@ -1,12 +1,14 @@
 """The rules by which podrun.py, an emulation of the kubelet, turns a pod spec into `docker run` flags, each
-against cases worked out by hand from the Kubernetes source or documentation named. No Docker engine needed:
-only the translation is checked here; tests/docker/test_docker_pods.py runs the result.
+against cases worked out by hand from the Kubernetes source or documentation named. No Docker engine and no
+root needed: only the translation is checked here, and the owner, group and mode decided for each path of a
+volume (a Handover), not their application; tests/docker/test_docker_pods.py runs the result.
 """
 
 import os
 
 import podrun  # tests/docker/, beside this file
 import pytest
+from podrun import Handover
 
 
 def pod(container=None, pod_security=None, volumes=None, **spec):
@@ -21,8 +23,13 @@ def pod(container=None, pod_security=None, volumes=None, **spec):
 
 
 def flags(p, container, tmp_path, objects=None):
-    args, _, env = podrun.docker_run_args(p, container, objects or podrun.Objects([]), tmp_path, "net", {})
+    args, _, env, _ = prepare(p, container, tmp_path, objects)
     return args, env
+
+
+def prepare(p, container, tmp_path, objects=None):
+    """args, printable, env, handovers: the volumes' files made in tmp_path, nothing handed over."""
+    return podrun.docker_run_args(p, container, objects or podrun.Objects([]), tmp_path, "net", {})
 
 
 def pairs(args, flag):
@@ -119,7 +126,6 @@ def test_an_empty_dir_without_fs_group_is_root_owned_and_world_writable(tmp_path
     assert pairs(args, "--tmpfs") == ["/tmp:rw,exec,uid=0,gid=0,mode=777"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="handing a directory to another group needs root")
 def test_a_claim_with_fs_group_is_handed_out_group_owned_setgid_and_group_writable(tmp_path):
     # SetVolumeOwnership: group fsGroup, rw for the group added, setgid on directories: 0755 -> 2775. (Only
     # volume types that support ownership management get this; see the comment on fsGroup in
@@ -128,15 +134,66 @@ def test_a_claim_with_fs_group_is_handed_out_group_owned_setgid_and_group_writab
         {"volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql"}]},
         {"runAsUser": 999, "fsGroup": 999},
         [{"name": "data", "persistentVolumeClaim": {"claimName": "d"}}],
+        automountServiceAccountToken=False,
     )
-    args, _ = flags(p, c, tmp_path)
+    args, _, _, handovers = prepare(p, c, tmp_path)
     host = tmp_path / "web-0-data"
-    assert pairs(args, "-v") == [
-        f"{host}:/var/lib/postgresql",
-        f"{tmp_path}/web-0-serviceaccount:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+    assert pairs(args, "-v") == [f"{host}:/var/lib/postgresql"]
+    assert host.is_dir() and not any(host.iterdir())
+    assert handovers == [Handover(host, 0, 999, 0o2775)]
+
+
+def test_a_claim_without_fs_group_is_handed_out_as_root_made_it(tmp_path):
+    p, c = pod(
+        {"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        {"runAsUser": 999},
+        [{"name": "data", "persistentVolumeClaim": {"claimName": "d"}}],
+        automountServiceAccountToken=False,
+    )
+    assert prepare(p, c, tmp_path)[3] == [Handover(tmp_path / "web-0-data", 0, 0, 0o755)]
+
+
+def test_a_claim_is_handed_out_once_not_again_for_the_next_container(tmp_path):
+    # A fresh volume is fresh once: the pod's second container must find it as the first left it.
+    p, c = pod(
+        {"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        {"runAsUser": 999, "fsGroup": 999},
+        [{"name": "data", "persistentVolumeClaim": {"claimName": "d"}}],
+        automountServiceAccountToken=False,
+    )
+    assert len(prepare(p, c, tmp_path)[3]) == 1
+    assert prepare(p, c, tmp_path)[3] == []
+
+
+def test_config_map_and_secret_files_are_handed_to_root_and_fs_group_with_their_mode(tmp_path):
+    # The kubelet's files of a configMap or secret volume: each key (or each listed item) as a file, with
+    # defaultMode or the item's own mode, group fsGroup; the volume mounted read-only.
+    objects = podrun.Objects(
+        [
+            {"kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "ns"}, "data": {"a.sql": "A", "b": "B"}},
+            {"kind": "Secret", "metadata": {"name": "s", "namespace": "ns"}, "data": {"key": "c2VjcmV0"}},
+        ]
+    )
+    p, c = pod(
+        {"volumeMounts": [{"name": "init", "mountPath": "/init"}, {"name": "tls", "mountPath": "/tls"}]},
+        {"runAsUser": 999, "fsGroup": 999},
+        [
+            {"name": "init", "configMap": {"name": "cm"}},
+            {"name": "tls", "secret": {"secretName": "s", "items": [{"key": "key", "path": "x/k.pem", "mode": 0o400}]}},
+        ],
+        automountServiceAccountToken=False,
+    )
+    args, _, _, handovers = prepare(p, c, tmp_path, objects)
+    init, tls = tmp_path / "web-0-init", tmp_path / "web-0-tls"
+    assert pairs(args, "-v") == [f"{init}:/init:ro", f"{tls}:/tls:ro"]
+    assert (init / "a.sql").read_text() == "A" and (tls / "x" / "k.pem").read_bytes() == b"secret"
+    assert handovers == [
+        Handover(init, 0, 0, 0o755),
+        Handover(init / "a.sql", 0, 999, 0o644),
+        Handover(init / "b", 0, 999, 0o644),
+        Handover(tls, 0, 0, 0o755),
+        Handover(tls / "x" / "k.pem", 0, 999, 0o400),
     ]
-    st = host.stat()
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 999, 0o2775)
 
 
 def test_a_sub_path_is_not_emulated(tmp_path):
@@ -198,9 +255,83 @@ def test_env_from_a_secret_key_and_dependent_values(tmp_path):
 
 
 def test_the_service_account_token_is_mounted_unless_the_pod_opts_out(tmp_path):
-    p, c = pod(pod_security={"runAsUser": 1})
-    assert any(
-        v.endswith("/var/run/secrets/kubernetes.io/serviceaccount:ro") for v in pairs(flags(p, c, tmp_path)[0], "-v")
-    )
+    p, c = pod(pod_security={"runAsUser": 1, "fsGroup": 2})
+    args, _, _, handovers = prepare(p, c, tmp_path)
+    token = tmp_path / "web-0-serviceaccount"
+    assert pairs(args, "-v") == [f"{token}:/var/run/secrets/kubernetes.io/serviceaccount:ro"]
+    assert handovers == [Handover(token, 0, 0, 0o755)] + [
+        Handover(token / name, 0, 2, 0o644) for name in ("token", "namespace", "ca.crt")
+    ]
     p, c = pod(pod_security={"runAsUser": 1}, automountServiceAccountToken=False)
     assert pairs(flags(p, c, tmp_path)[0], "-v") == []
+
+
+# Applying the Handovers, with the engine and os.chown replaced by recorders: neither root nor Docker needed.
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """The docker commands podrun runs, and the chowns it makes, recorded instead of done."""
+    calls = {"docker": [], "chown": []}
+    monkeypatch.setattr(podrun, "docker", lambda *args, **kwargs: calls["docker"].append(list(args)))
+    monkeypatch.setattr(os, "chown", lambda *args: calls["chown"].append(args))
+    return calls
+
+
+def handed(tmp_path):
+    (tmp_path / "claim").mkdir()
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a b").write_text("x")
+    return [
+        Handover(tmp_path / "claim", 0, 999, 0o2775),
+        Handover(tmp_path / "files", 0, 0, 0o755),
+        Handover(tmp_path / "files" / "a b", 0, 999, 0o440),
+    ]
+
+
+def test_as_root_the_handovers_are_chown_then_chmod_on_the_host(tmp_path, monkeypatch, recorded):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    handovers = handed(tmp_path)
+    podrun.hand_over(handovers, tmp_path, "example:1")
+    assert recorded["docker"] == []
+    assert recorded["chown"] == [(h.path, h.uid, h.gid) for h in handovers]
+    assert [h.path.stat().st_mode & 0o7777 for h in handovers] == [0o2775, 0o755, 0o440]
+
+
+def test_as_an_ordinary_user_the_handovers_go_through_one_root_container(tmp_path, monkeypatch, recorded):
+    # Only root may chown; the engine's daemon may, so a container of the pod's own image does it as root.
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    podrun.hand_over(handed(tmp_path), tmp_path, "example:1")
+    assert recorded["chown"] == []
+    [args] = recorded["docker"]
+    container = ["--user", "0:0", "--network", "none", "-v", f"{tmp_path}:/w", "--entrypoint", "sh", "example:1", "-c"]
+    assert args[:-1] == ["run", "--rm", "--label", podrun.LABEL, *container]
+    # chown before chmod, the modes in five digits (GNU chmod keeps a directory's setgid bit for "755")
+    assert args[-1] == (
+        "chown 0:999 /w/claim && chmod 02775 /w/claim && chown 0:0 /w/files && chmod 00755 /w/files"
+        " && chown 0:999 '/w/files/a b' && chmod 00440 '/w/files/a b'"
+    )
+
+
+def test_nothing_to_hand_over_runs_no_container(tmp_path, monkeypatch, recorded):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    podrun.hand_over([], tmp_path, "example:1")
+    assert recorded["docker"] == []
+
+
+def test_as_an_ordinary_user_the_work_directory_is_emptied_by_a_root_container(tmp_path, monkeypatch, recorded):
+    # What root owns there (the handed-over files, what a pod made in its claim) the user may not delete.
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    workdir = tmp_path / "work"
+    (workdir / "claim").mkdir(parents=True)
+    podrun.remove(workdir, "example:1")
+    assert recorded["docker"] == [podrun.as_root("example:1", workdir, "rm -rf /w/*")]
+    assert not workdir.exists()
+
+
+def test_as_root_the_work_directory_is_removed_without_a_container(tmp_path, monkeypatch, recorded):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    workdir = tmp_path / "work"
+    (workdir / "claim").mkdir(parents=True)
+    podrun.remove(workdir, "example:1")
+    assert recorded["docker"] == [] and not workdir.exists()
