@@ -83,12 +83,15 @@ soak:
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 # Not part of `make test` either, about 5 minutes: claims per second against pgbench, pickup latency,
-# idle load, a 500,000-job backlog and KEDA's query, in one table (README, Performance).
+# idle load, a 500,000-job backlog and KEDA's query, in one table (README, Performance). Then, about 5
+# minutes more, the consumer beside the queues a user would pick instead, pgqueuer and procrastinate
+# (bench/peers.py; alone: $(BIN)/python bench/peers.py).
 bench:
 	$(PREFLIGHT) run
 	@$(MAKE) --no-print-directory venv
 	@$(MAKE) --no-print-directory $(PEERS_VENV)/.installed
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/peers.py
 
 # The peers of bench/peers.py, pinned in bench/requirements-peers.txt, in a virtual environment of their
 # own: only `make bench` installs them, never `make test` or the images. Optional: a failed install is one
