@@ -8,7 +8,7 @@ window, the same state for every queue); the workers started with the queue's ow
 from the first claim until every job of the backlog is done, read by the bench polling the queue's table
 every POLL_SECONDS. jobs/s is the backlog over that time. The time from the workers' start to the first
 claim (interpreter, imports, connection, schema checks) is printed beside it, not counted in it. After
-the workers stop, every job must be recorded as done exactly once, in the queue's own bookkeeping.
+the workers stop, every job of the backlog must be recorded as done in the queue's own bookkeeping.
 
 The queues (QUEUES below says exactly how each runs):
 - consumer: this project's, `python consumer/consumer.py` with the work at 0: one job per transaction.
@@ -75,7 +75,7 @@ class Queue:
     # bench can see), and jobs not yet done. The first falls below the backlog at the first claim, the
     # second reaches 0 when the backlog is done.
     progress_sql: str
-    done_sql: str  # after the workers stop: jobs recorded as done successfully, each once
+    done_sql: str  # after the workers stop: how many jobs of the backlog are recorded as done
     env: dict = field(default_factory=dict)
 
 
