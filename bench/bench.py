@@ -2,8 +2,9 @@
 printed as one table, with the machine it ran on.
 
 1. Claims per second, the work set to zero, for 1, 4 and 20 consumers, beside pgbench running the
-   consumer's transaction the article's way (BEGIN; the claim; INSERT INTO done_jobs; COMMIT: four
-   statements, four round trips), the server's limit for that design, and beside the article's own loop
+   consumer's statements the article's way (BEGIN; the claim; the attempt's note; the record; COMMIT: five
+   statements, five round trips, each planned anew), the server's limit for that design, and beside the
+   article's own loop
    (bench/article_consumer.py: a new connection on every pass). Every run starts from the same freshly
    vacuumed backlog, with autovacuum paused so that it cannot start in one run and not in the next.
    pgbench and the consumer take turns, --rounds times: each figure is the median of its runs, and the
@@ -17,7 +18,7 @@ printed as one table, with the machine it ran on.
 5. KEDA's query, as `kubectl kustomize .` renders it: its time with 10,000 and 1,000,000 queued jobs, and its
    share of one CPU at the rate KEDA and the HPA ask.
 
-Not part of `make test`. README, "Performance", explains each row and records a run.
+Not part of `make test`. docs/performance.md explains each row and records a run.
 """
 
 import argparse
@@ -46,13 +47,23 @@ PUSHER = ROOT / "pusher" / "pusher.py"
 ARTICLE = ROOT / "bench" / "article_consumer.py"
 DATABASE = localpg.DATABASE
 
-# The consumer's transaction as the article writes it, one statement per round trip, each parsed and
-# planned anew (pgbench's default, simple protocol). \gset keeps the claimed id for the INSERT; the
+# The consumer's statements written the article's way, one per round trip, each parsed and planned anew
+# (pgbench's default, simple protocol): the claim, the attempt's note and the record, the note's and the
+# record's SQL as consumer/consumer.py has them. One difference pgbench cannot avoid: a client of it has one
+# connection, so the note runs inside the claim's transaction, where the consumer commits it on a second
+# connection (a commit that does not wait for the disk). \gset keeps the claimed id for what follows; the
 # backlog is long enough that no claim comes back empty.
 PGBENCH_SCRIPT = r"""
 BEGIN;
-DELETE FROM jobs WHERE id = (SELECT id FROM jobs ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id \gset
-INSERT INTO done_jobs (id) VALUES (:id);
+DELETE FROM jobs WHERE id = (SELECT id FROM jobs ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id, extract(epoch FROM created_at) AS created \gset
+INSERT INTO job_attempts AS a (job_id, consumer) VALUES (:id, 'pgbench')
+ON CONFLICT (job_id) DO UPDATE
+    SET attempts = a.attempts + 1, consumer = excluded.consumer, last_error = NULL, last_attempt_at = now()
+    WHERE a.attempts < 3
+RETURNING attempts \gset
+WITH attempts AS (DELETE FROM job_attempts WHERE job_id = :id)
+INSERT INTO done_jobs (id, created_at) VALUES (:id, to_timestamp(:created));
 COMMIT;
 """
 
@@ -68,7 +79,7 @@ BACKLOG_SQL = """
 # transaction commits, so clock_timestamp() there is the start of the commit, before the WAL is flushed
 # and the notification goes out: a latency measured from it errs on the long side.
 PICKUP_SETUP_SQL = """
-    CREATE TABLE bench_pickup (id integer PRIMARY KEY, committed_at timestamptz NOT NULL);
+    CREATE TABLE bench_pickup (id bigint PRIMARY KEY, committed_at timestamptz NOT NULL);
     CREATE FUNCTION bench_pickup() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO bench_pickup VALUES (NEW.id, clock_timestamp());
@@ -78,18 +89,18 @@ PICKUP_SETUP_SQL = """
         FOR EACH ROW EXECUTE FUNCTION bench_pickup();
 """
 PICKUP_TEARDOWN_SQL = "DROP TABLE bench_pickup; DROP TRIGGER bench_pickup ON jobs; DROP FUNCTION bench_pickup()"
-# The claim: done_jobs.completed_at defaults to now(), the start of the consumer's transaction, which the
+# The claim: done_jobs.claimed_at defaults to now(), the start of the consumer's transaction, which the
 # claim's own message opens.
 PICKUP_SQL = """
     SELECT count(*), percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY latency), max(latency)
-    FROM (SELECT extract(epoch FROM d.completed_at - p.committed_at) AS latency
+    FROM (SELECT extract(epoch FROM d.claimed_at - p.committed_at) AS latency
           FROM bench_pickup AS p JOIN done_jobs AS d USING (id)) AS l
 """
 
 # The claim rate over each tenth of a drain, from the claims' own timestamps.
 TENTHS_SQL = """
-    SELECT count(*) / extract(epoch FROM max(completed_at) - min(completed_at))
-    FROM (SELECT completed_at, ntile(10) OVER (ORDER BY completed_at) AS tenth FROM done_jobs) AS t
+    SELECT count(*) / extract(epoch FROM max(claimed_at) - min(claimed_at))
+    FROM (SELECT claimed_at, ntile(10) OVER (ORDER BY claimed_at) AS tenth FROM done_jobs) AS t
     GROUP BY tenth ORDER BY tenth
 """
 
@@ -167,7 +178,7 @@ def wait_for_sessions(db, count, timeout=60):
 
 def fresh_backlog(db, n):
     """Empty tables, then n queued jobs, vacuumed and checkpointed: the state every claims run starts from."""
-    db.run("TRUNCATE jobs, done_jobs")
+    db.run("TRUNCATE jobs, done_jobs, job_attempts")
     db.run(BACKLOG_SQL, {"n": n})
     db.run("VACUUM ANALYZE jobs")
     db.run("CHECKPOINT")
@@ -262,7 +273,7 @@ def claims_per_second(db, url, loops, consumer, counts, rounds, seconds, backlog
 
 def pickup_latency(db, loops, jobs):
     """From the commit of each of `jobs` jobs the pusher inserts to its claim: count, p50, p99, max (s)."""
-    db.run("TRUNCATE jobs, done_jobs")
+    db.run("TRUNCATE jobs, done_jobs, job_attempts")
     db.run(PICKUP_SETUP_SQL)
     try:
         # Far enough apart that the consumers are idle, waiting, when each job arrives.
@@ -293,7 +304,7 @@ def idle_transactions_per_second(stats, consumers, seconds):
 
 def drain(db, jobs, timeout):
     """Queue `jobs` jobs at once for the running consumers: (claims per second over each tenth, seconds)."""
-    db.run("TRUNCATE jobs, done_jobs")
+    db.run("TRUNCATE jobs, done_jobs, job_attempts")
     db.run(BACKLOG_SQL, {"n": jobs})
     queued = report = time.monotonic()
     while (done := db.value("SELECT count(*) FROM done_jobs")) < jobs:
