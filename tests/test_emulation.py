@@ -1,5 +1,5 @@
 """The emulation of KEDA and its HPA (tools/keda_emulation.py), rule by rule, against cases worked out by hand
-from the sources each function cites; then the README's replica table, computed here rather than typed.
+from the sources each function cites; then the docs' replica tables, computed here rather than typed.
 
 Each expected value below is the arithmetic of the rule, written next to it, not the module's output.
 """
@@ -318,9 +318,9 @@ def test_a_scaled_object_without_behavior_gets_none():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# README.md's table: computed here from the rendered ScaledObject and compared with what the README says.
+# The replica table of docs/scaling.md: computed here from the rendered ScaledObject and compared with it.
 
-# (jobs counted, consumers running): the cases the README explains.
+# (jobs counted, consumers running): the cases the chapter explains.
 README_CASES = [(0, 1), (3, 1), (23, 1), (23, 5), (100, 19), (90, 20), (89, 20), (110, 20), (111, 20), (1000, 20)]
 
 
@@ -368,7 +368,7 @@ def settled_table():
 @pytest.mark.parametrize(
     "path, name, table",
     [
-        ("README.md", "replica table", readme_table),
+        ("docs/scaling.md", "replica table", readme_table),
         ("k8s/components/scale-to-zero/README.md", "settled table", settled_table),
     ],
 )
@@ -380,7 +380,7 @@ def test_readme_tables_are_the_emulations(path, name, table):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The committed timelines behind the README's numbers (`make docs-burst`, `make docs-steady`): every decision in them
+# The committed timelines behind the scaling chapter (`make docs-burst`, `make docs-steady`): every decision in them
 # is the emulation's, evaluation by evaluation, for the base ScaledObject they ran with.
 
 

@@ -798,25 +798,19 @@ def test_checkov_reports_no_failed_check_on_the_burst_job(checkov_kubernetes):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The README's way to use other credentials: a git-ignored overlay that replaces the Secret.
+# docs/security.md's way to use other credentials: a git-ignored overlay that replaces the Secret, its two files
+# taken from the chapter's own commands.
 
-LOCAL_CREDENTIALS = """\
-POSTGRES_USER=alice
-POSTGRES_PASSWORD=change-me-too
-POSTGRES_DB=jobqueue
-connection=postgresql://alice:change-me-too@postgres.job-processing.svc.cluster.local:5432/jobqueue?sslmode=disable
-"""
-LOCAL_KUSTOMIZATION = """\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - {base}
-secretGenerator:
-  - name: postgres-secret
-    behavior: replace
-    envs:
-      - credentials.env
-"""
+
+def heredoc(name):
+    text = (ROOT / "docs" / "security.md").read_text()
+    match = re.search(rf"cat > local/{re.escape(name)} <<'END'\n(.*?)^END$", text, re.S | re.M)
+    assert match, f"docs/security.md does not write local/{name}"
+    return match.group(1)
+
+
+LOCAL_CREDENTIALS = heredoc("credentials.env")
+LOCAL_KUSTOMIZATION = heredoc("kustomization.yaml").replace("../k8s/base", "{base}")
 
 
 @pytest.mark.parametrize("variant, base", [("base", "../k8s/base"), ("scale-to-zero", "../k8s/overlays/scale-to-zero")])

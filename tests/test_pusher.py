@@ -58,7 +58,16 @@ def test_the_pauses_between_jobs_are_drawn_from_push_interval_min_to_max(db_url,
     assert sum(gaps) > len(gaps) * low + 0.1, f"the pauses ignore PUSH_INTERVAL_MAX: {gaps}"
 
 
-def test_a_cut_off_job_that_a_consumer_already_finished_is_counted_not_pushed_again(server, db_url, db, spawn):
+# Where a consumer may have put the job by the time the pusher looks it up: recorded, or set aside.
+MOVED = {
+    "recorded": "WITH claimed AS (DELETE FROM jobs RETURNING id) INSERT INTO done_jobs (id) SELECT id FROM claimed",
+    "set aside": "WITH claimed AS (DELETE FROM jobs RETURNING id, payload, created_at) "
+    "INSERT INTO failed_jobs (id, payload, created_at, attempts, reason) SELECT *, 3, 'test' FROM claimed",
+}
+
+
+@pytest.mark.parametrize("where", MOVED)
+def test_a_cut_off_job_that_a_consumer_already_finished_is_counted_not_pushed_again(where, server, db_url, db, spawn):
     cutter = CommitCutter(int(psycopg2.extensions.parse_dsn(db_url)["port"]), "after")
     try:
         pusher = spawn(
@@ -69,12 +78,10 @@ def test_a_cut_off_job_that_a_consumer_already_finished_is_counted_not_pushed_ag
             PUSH_INTERVAL_MAX="0",
         )
         # The first job's commit landed, but its answer was cut off; the pusher waits before it reconnects and
-        # looks the job up. Meanwhile a consumer claims the job and records it, in one transaction.
+        # looks the job up. Meanwhile a consumer claims the job and records it, or sets it aside, in one
+        # transaction.
         pusher.wait_for("Lost the database connection")
-        [(cut,)] = db(
-            "WITH claimed AS (DELETE FROM jobs RETURNING id) "
-            "INSERT INTO done_jobs (id) SELECT id FROM claimed RETURNING id"
-        )
+        [(cut,)] = db(MOVED[where] + " RETURNING id")
         assert pusher.wait(30) == 0, pusher.output
     finally:
         cutter.close()
