@@ -83,7 +83,7 @@ soak:
 	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 # Not part of `make test` either, about 5 minutes: claims per second against pgbench, pickup latency,
-# idle load, a 500,000-job backlog and KEDA's query, in one table (README, Performance). Then, about 5
+# idle load, a 500,000-job backlog and KEDA's query, in one table (docs/performance.md). Then, about 5
 # minutes more, the consumer beside the queues a user would pick instead, pgqueuer and procrastinate
 # (bench/peers.py; alone: $(BIN)/python bench/peers.py).
 bench:
@@ -130,8 +130,9 @@ test-docker: venv
 	else echo "No Docker engine answers (docker info), and only root may start one: as root, $(STANDIN) up;" \
 		"then, as a member of group docker, make test-docker with the DOCKER_HOST it prints"; exit 1; fi
 
-# The manifests on a kind cluster of their own, with KEDA: needs Docker, kind and kubectl, nothing else
-# (not even this Makefile's virtual environment). KEEP=1 leaves the cluster for a look.
+# The manifests on a kind cluster of their own, with KEDA: needs Docker, kind and kubectl (not this
+# Makefile's virtual environment), and network access to GitHub, Docker Hub, ghcr.io and PyPI. On a cluster
+# that already has KEDA it uses that one. KEEP=1 leaves what it made for a look.
 e2e-kind:
 	tests/e2e-kind.sh
 

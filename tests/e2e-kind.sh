@@ -152,7 +152,7 @@ fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "  FAIL  $*"; 
 die() { echo "e2e-kind: $*" >&2; exit 1; }
 
 for tool in docker kind kubectl; do
-  command -v "$tool" >/dev/null || die "needs $tool on PATH (Docker, kind and kubectl; README.md, Prerequisites)"
+  command -v "$tool" >/dev/null || die "needs $tool on PATH (Docker, kind and kubectl; docs/checks.md)"
 done
 docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info)"
 if [[ $(kind version) != *"$KIND_VERSION "* ]]; then

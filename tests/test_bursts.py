@@ -1,4 +1,4 @@
-"""The README's bursts and live view: `make burst`, `make watch`, and the same burst with Docker Compose.
+"""The tutorial's bursts and live view: `make burst`, `make watch`, and the same burst with Docker Compose.
 
 `make burst` and `make watch` run against a real database; the Compose command is checked against
 docker-compose.yml as `docker compose config` reads it (no engine needed), and the pusher's own configuration

@@ -16,6 +16,7 @@ import subprocess
 import threading
 
 import pytest
+import yaml
 from support import KUBECTL, ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "k8s").rglob("README.md"))]
@@ -253,3 +254,21 @@ def test_the_readme_links_every_chapter():
     readme = (ROOT / "README.md").read_text()
     for chapter in sorted((ROOT / "docs").glob("*.md")):
         assert f"docs/{chapter.name}" in readme, f"the README does not link docs/{chapter.name}"
+
+
+def test_the_readmes_apply_output_names_every_object_kustomize_renders():
+    readme = (ROOT / "README.md").read_text()
+    output = re.search(r"```\nkubectl apply -k \.\n```\n\n```\n(.*?)```", readme, re.S)
+    assert output, "the README shows no output for `kubectl apply -k .`"
+    shown = [line.removesuffix(" created") for line in output.group(1).splitlines() if line.endswith(" created")]
+    rendered = yaml.safe_load_all(
+        subprocess.run([str(KUBECTL), "kustomize", "."], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    )
+    expected = []
+    for doc in rendered:
+        group = doc["apiVersion"].rpartition("/")[0]
+        name = doc["metadata"]["name"]
+        if doc["kind"] == "ConfigMap":
+            name = name.rsplit("-", 1)[0] + "-..."  # kustomize's hash of db/'s files, which changes with them
+        expected.append(f"{doc['kind'].lower()}{'.' + group if group else ''}/{name}")
+    assert sorted(shown) == sorted(expected)

@@ -15,7 +15,7 @@ import pytest
 from support import ROOT, role, wait_until
 
 FAST = {"PROCESS_TIME_MIN": "0", "PROCESS_TIME_MAX": "0.05"}
-MAX_ATTEMPTS = 3  # the consumer's default (its docstring and the README's Configuration table)
+MAX_ATTEMPTS = 3  # the consumer's default (its docstring and docs/operations.md's Configuration table)
 
 
 def push(db, *payloads):
