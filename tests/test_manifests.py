@@ -41,8 +41,9 @@ from support import (
 ROOT = Path(__file__).resolve().parent.parent
 CHECKOV = Path(sys.executable).parent.parent / "checkov" / "bin" / "checkov"  # its pins clash with pytest's
 
-# The Kubernetes minor versions the manifests must be valid for (README.md says the same): kubernetes-validate
-# checks every core object against each version's published schema.
+# The Kubernetes minor versions the manifests must be valid for: the README promises 1.30 to 1.36, the minors
+# KEDA's releases are tested on, and 1.37's schema is checked too. kubernetes-validate checks every core object
+# against each version's published schema.
 SUPPORTED_KUBERNETES = [f"1.{minor}" for minor in range(30, 38)]  # 1.30 to 1.37
 
 KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}

@@ -14,47 +14,21 @@ import pytest
 import watch
 import yaml
 from psycopg2.extensions import parse_dsn
-from support import COMPOSE_FILE, ROOT, containers, load_loop, localpg, objects, one, role, secret_data
+from support import (
+    COMPOSE_FILE,
+    FORBIDDEN,
+    FORBIDDEN_TO_ALL,
+    ROOT,
+    containers,
+    load_loop,
+    localpg,
+    objects,
+    one,
+    role,
+    secret_data,
+)
 
 PROGRAMS = list(localpg.ROLES)
-
-# What each must not do. Everything here works for the administrator.
-FORBIDDEN_TO_ALL = {
-    "erase the record of finished jobs": "DELETE FROM done_jobs",
-    "run a program on the server": "COPY (SELECT 1) TO PROGRAM 'id'",
-    "read the server's files": "SELECT pg_read_file('PG_VERSION')",
-    "change the server's settings": "ALTER SYSTEM SET work_mem = '1MB'",
-    "change the schema": "CREATE TABLE intruder (id int)",
-    "drop the queue": "DROP TABLE jobs",
-    "empty the queue at once": "TRUNCATE jobs",
-    "make a role": "CREATE ROLE intruder",
-    "rewrite a job": "UPDATE jobs SET payload = 'rewritten'",
-    "forget the jobs set aside": "DELETE FROM failed_jobs",
-}
-FORBIDDEN = {
-    "pusher": {
-        "read the payloads": "SELECT payload FROM jobs",
-        "take a job": "DELETE FROM jobs",
-        "record a job it did not do": "INSERT INTO done_jobs (id) VALUES (1)",
-        "choose a job's id": "INSERT INTO jobs (id, payload) VALUES (424242, 'x')",
-    },
-    "consumer": {
-        "push a job": "INSERT INTO jobs (payload) VALUES ('x')",
-        "rewrite a record": "UPDATE done_jobs SET completed_at = now()",
-        "read the jobs set aside": "SELECT payload FROM failed_jobs",
-    },
-    "keda": {
-        "read the payloads": "SELECT payload FROM jobs",
-        "push a job": "INSERT INTO jobs (payload) VALUES ('x')",
-        "take a job": "DELETE FROM jobs",
-    },
-    "watch": {
-        "read the payloads": "SELECT payload FROM jobs",
-        "read the payloads set aside": "SELECT payload FROM failed_jobs",
-        "push a job": "INSERT INTO jobs (payload) VALUES ('x')",
-        "take a job": "DELETE FROM jobs",
-    },
-}
 
 
 def run(url, sql, params=None):

