@@ -284,3 +284,21 @@ def test_a_closed_output_stops_a_loop_the_graceful_way(loop, db, db_url):
         proc.wait()
     if loop == "consumer":
         assert db("SELECT id FROM done_jobs") == [(job_id,)], "the job in hand was cut short"
+
+
+# The statement docs/operations.md gives to put a job set aside back, taken from it.
+PUT_BACK = re.search(r"```sql\n(WITH back AS .*?;)\n```", (ROOT / "docs" / "operations.md").read_text(), re.S)
+PUT_BACK = PUT_BACK.group(1) if PUT_BACK else "-- docs/operations.md shows no statement to put a job back"
+
+
+def test_a_job_set_aside_is_put_back_by_the_docs_statement_and_then_done_once(db, db_url, spawn):
+    db("INSERT INTO done_jobs (id) VALUES (1)")
+    db("INSERT INTO jobs (payload, created_at) VALUES ('collides', now() - interval '1 hour')")
+    worker = spawn("consumer", DATABASE_URL=role(db_url, "consumer"), **FAST)
+    wait_until(lambda: db("SELECT id FROM failed_jobs") == [(1,)], 30, "the colliding job set aside")
+    [(created,)] = db("SELECT created_at FROM failed_jobs")
+    [(new_id,)] = db(PUT_BACK)  # the docs' example puts back job 1
+    wait_until(lambda: db("SELECT count(*) FROM done_jobs") == [(2,)], 30, "the job put back, then done")
+    assert worker.stop() == 0
+    assert new_id != 1 and db("SELECT count(*) FROM failed_jobs") == [(0,)]
+    assert db("SELECT created_at FROM done_jobs WHERE id = %s", (new_id,)) == [(created,)], "it kept its place"
