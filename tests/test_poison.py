@@ -6,13 +6,15 @@ into failed_jobs with its payload after MAX_ATTEMPTS claims."""
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg2
 import pytest
-from support import ROOT, role, wait_until
+from support import ROOT, TcpProxy, role, wait_until
 
 FAST = {"PROCESS_TIME_MIN": "0", "PROCESS_TIME_MAX": "0.05"}
 MAX_ATTEMPTS = 3  # the consumer's default (its docstring and docs/operations.md's Configuration table)
@@ -233,6 +235,60 @@ def test_a_stop_while_the_record_waits_behind_a_lock_ends_within_the_grace_perio
     wait_until(lambda: queue_drained(db), 30, "the job done by another consumer")
     assert again.stop() == 0
     assert db("SELECT id FROM done_jobs") == [(job_id,)]
+
+
+class Freezer(TcpProxy):
+    """A TCP proxy that passes everything on until freeze(), and then nothing, in either direction, while
+    keeping every connection open: a server that has stopped answering, as a frozen host or a network
+    partition would look to the client."""
+
+    def __init__(self, server_port):
+        self.frozen = threading.Event()
+        self.sockets = []
+        super().__init__(server_port)
+
+    def serve(self, client, server):
+        self.sockets += [client, server]
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=self.forward, args=(source, sink), daemon=True).start()
+
+    def forward(self, source, sink):
+        try:
+            while data := source.recv(65536):
+                if not self.frozen.is_set():
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self):
+        super().close()
+        for sock in self.sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # a close alone would wait for the thread blocked in recv()
+            except OSError:
+                pass
+            sock.close()
+
+
+def test_a_stop_while_the_server_does_not_answer_ends_within_the_grace_period(db, db_url, spawn):
+    [job_id] = push(db, "answered by no one")
+    freezer = Freezer(int(psycopg2.extensions.parse_dsn(db_url)["port"]))
+    try:
+        worker = spawn(
+            "consumer", DATABASE_URL=freezer.url(role(db_url, "consumer")), PROCESS_TIME_MIN="1", PROCESS_TIME_MAX="1"
+        )
+        worker.wait_for(f"Processing job {job_id}:")
+        freezer.frozen.set()  # the record, once the work is done, goes out and no answer comes back
+        time.sleep(1.5)
+        stopped = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, worker.output
+        assert time.monotonic() - stopped < 15, "it waited for an answer past any reasonable share of 30 s"
+        assert "no answer 5s after the stop request" in worker.output
+    finally:
+        freezer.close()  # the server sees the connection go, and rolls the claim back
+    wait_until(lambda: db(CLAIMABLE, (job_id,)) == [(job_id,)], 30, "the job back in the queue")
+    assert db("SELECT count(*) FROM done_jobs") == [(0,)]
 
 
 WAITING_FOR_A_LOCK = (
