@@ -1,18 +1,26 @@
-"""`make tune`'s arithmetic (bench/tune_metrics.py) against cases worked by hand, and its model of the queue
-(bench/queue_model.py) against the textbook's.
+"""`make tune` (bench/tune.py): its arithmetic against cases worked by hand (bench/tune_metrics.py), its model of
+the queue against the textbook's (bench/queue_model.py), and its variants as real kustomize renders them. Then one
+tiny run of the harness, end to end.
 
 Each expected value below is worked out in the comment beside it, not taken from the module's output.
 """
 
+import csv
+import math
+import os
 import random
 import statistics
+import subprocess
 import sys
 
+import keda_emulation as k
+import psycopg2
 import pytest
-from support import ROOT
+from support import CONFIG_VARIABLES, ROOT, role
 
 sys.path.insert(0, str(ROOT / "bench"))
 import queue_model  # noqa: E402
+import tune  # noqa: E402
 import tune_metrics as m  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------
@@ -168,3 +176,170 @@ def test_three_consumers_have_no_steady_state_and_four_have_one():
     long = statistics.median(late_median_wait(3, 50_000.0, seed) for seed in range(20))
     assert long > 3 * short
     assert late_median_wait(4, 50_000.0, 1) < 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The variants, as real kustomize renders them and the emulation reads them.
+
+VARIANTS = tune.variants()
+BY_NAME = {v["name"]: v for v in VARIANTS}
+TIME_SCALE = 20.0
+
+
+def rendered(name, tmp_path, time_scale=TIME_SCALE):
+    overlay = tune.target(BY_NAME[name], time_scale, tmp_path)
+    return k.render(overlay), overlay
+
+
+def differences(a, b, path=""):
+    """The JSON pointers at which two documents differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b)):
+            here = f"{path}/{key}"
+            found += differences(a[key], b[key], here) if key in a and key in b else [here]
+        return found
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in differences(x, y, f"{path}/{i}")]
+    return [] if a == b else [path]
+
+
+def test_the_variants_are_the_issues_list():
+    names = [v["name"] for v in VARIANTS]
+    assert names == [
+        "base",
+        "target-1",
+        "target-2",
+        "target-10",
+        "window-0",
+        "window-300",
+        "article-behavior",
+        "scale-to-zero",
+        "oldest-age-10s",
+        "fixed-3",
+        "fixed-4",
+        "fixed-20",
+    ]
+    assert all(v["label"] for v in VARIANTS)
+
+
+def test_a_variant_needs_exactly_one_way_to_be_made(tmp_path):
+    (tmp_path / "v.yaml").write_text("- {name: x, label: x, overlay: ., consumers: 3}\n")
+    with pytest.raises(tune.TuneError, match="exactly one of"):
+        tune.variants(tmp_path / "v.yaml")
+
+
+# What the emulation must read in each variant of the ScaledObject, at a time scale of 20.
+ARTICLE_UP = k.Rules(0.0, "Max", (k.Policy("Percent", 100, 15.0),), 0.1)
+ARTICLE_DOWN = k.Rules(15.0, "Max", (k.Policy("Pods", 10, 15.0),), 0.1)
+EXPECTED = {
+    "base": lambda so: so.target == 5.0 and so.behavior[1].window == 30.0,
+    "target-1": lambda so: so.target == 1.0,
+    "target-2": lambda so: so.target == 2.0,
+    "target-10": lambda so: so.target == 10.0,
+    "window-0": lambda so: so.behavior[1].window == 0.0,
+    "window-300": lambda so: so.behavior[1].window == 300.0,
+    "article-behavior": lambda so: so.behavior == (ARTICLE_UP, ARTICLE_DOWN),
+    "scale-to-zero": lambda so: so.min_replica_count == 0,
+    # 10 s of the database's clock, which a run 20 times fast does not compress: 0.5 real seconds.
+    "oldest-age-10s": lambda so: so.metric_type == "Value" and so.target == 0.5 and "created_at" in so.query,
+}
+
+
+@pytest.mark.parametrize("name", [v["name"] for v in VARIANTS if "consumers" not in v])
+def test_each_variant_renders_and_changes_only_what_it_says(name, tmp_path):
+    docs, overlay = rendered(name, tmp_path)
+    base = k.render(".")
+    so_doc = [d for d in docs if d["kind"] == "ScaledObject"]
+    base_so = [d for d in base if d["kind"] == "ScaledObject"]
+    # Everything but the ScaledObject is the base's, object for object.
+    assert [d for d in docs if d["kind"] != "ScaledObject"] == [d for d in base if d["kind"] != "ScaledObject"]
+    changed = differences(base_so[0], so_doc[0])
+    variant = BY_NAME[name]
+    allowed = [op["path"] for op in variant.get("patch", [])] or {
+        "base": [],
+        "target-2": ["/spec/triggers/0/metadata/targetQueryValue"],
+        "scale-to-zero": ["/spec/minReplicaCount"],
+    }[name]
+    assert all(any(p == a or p.startswith(a + "/") for a in allowed) for p in changed), changed
+    assert bool(changed) == (name != "base")
+    so, replicas = k.scaled_object(overlay)
+    assert replicas == 1
+    assert EXPECTED[name](so), so
+
+
+def test_the_age_target_is_divided_by_the_time_scale_and_nothing_else_is():
+    ops = tune.patch_operations(BY_NAME["oldest-age-10s"], 20.0)
+    assert [op["value"] for op in ops if op["path"].endswith("targetQueryValue")] == ["0.5"]
+    assert tune.patch_operations(BY_NAME["oldest-age-10s"], 1.0) == BY_NAME["oldest-age-10s"]["patch"]
+    assert tune.patch_operations(BY_NAME["target-10"], 20.0) == BY_NAME["target-10"]["patch"]  # jobs: not seconds
+
+
+def test_the_age_query_runs_as_kedas_role_and_measures_the_oldest_job_not_yet_done(db_url):
+    (op,) = [op for op in BY_NAME["oldest-age-10s"]["patch"] if op["path"].endswith("/query")]
+    conn = psycopg2.connect(db_url)
+    keda = psycopg2.connect(role(db_url, "keda"))
+    try:
+        with keda, keda.cursor() as cur:
+            cur.execute(op["value"])
+            assert cur.fetchone()[0] == 0  # an empty queue: no job waits
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO jobs (payload, created_at) VALUES ('old', now() - interval '30 s'), ('new', now())"
+            )
+        with keda, keda.cursor() as cur:
+            cur.execute(op["value"])
+            assert float(cur.fetchone()[0]) == pytest.approx(30, abs=2)
+    finally:
+        conn.close()
+        keda.close()
+
+
+def test_the_temporary_kustomization_points_at_the_base(tmp_path):
+    made = tune.kustomization(BY_NAME["target-1"], TIME_SCALE, tmp_path)
+    assert (tmp_path / made["resources"][0]).resolve() == (ROOT / "k8s" / "base").resolve()
+    assert made["patches"][0]["target"] == {"group": "keda.sh", "kind": "ScaledObject", "name": "job-consumer-scaler"}
+
+
+def test_the_loops_timings_are_the_articles_divided_by_the_time_scale():
+    timings = tune.Schedule(20.0, 300, 2100, 3000, 3300, 200).loop_timings()
+    assert {name: float(value) for name, value in timings.items()} == {
+        "PUSH_INTERVAL_MIN": 0.05,  # 1 s / 20
+        "PUSH_INTERVAL_MAX": 0.15,
+        "PROCESS_TIME_MIN": 0.1,
+        "PROCESS_TIME_MAX": 0.5,
+    }
+    assert set(timings) < set(tune.TIMINGS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The harness end to end, tiny: one variant of the ScaledObject through a patch, 300 emulated seconds 50 times
+# fast (6 real seconds), a burst of 20 jobs. Its numbers mean nothing; that it runs and writes its files does.
+
+
+def test_a_tiny_run_of_the_harness_writes_its_rows_timeline_and_picture(tmp_path):
+    env = {name: value for name, value in os.environ.items() if name not in CONFIG_VARIABLES}
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "tune.py"),
+            *("--only", "oldest-age-10s", "--time-scale", "50", "--out", str(tmp_path)),
+            *("--warmup", "30", "--burst-at", "150", "--burst-end", "250", "--stop-at", "300", "--burst-jobs", "20"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = list(csv.DictReader(open(tmp_path / "tuning.csv", newline="")))
+    assert [(r["variant"], r["scenario"], r["source"]) for r in rows] == [
+        ("oldest-age-10s", "steady", "measured"),
+        ("oldest-age-10s", "burst", "measured"),
+    ]
+    assert int(rows[1]["jobs"]) >= 20  # the burst's jobs are in its window
+    assert not math.isnan(float(rows[0]["cost"])) and float(rows[0]["cost"]) >= 1.0
+    timeline = list(csv.DictReader(open(tmp_path / "tuning-timelines.csv", newline="")))
+    assert len(timeline) >= 300 // 15  # an evaluation at 0 and every 15 s until the run stops
+    assert (tmp_path / "tuning.png").stat().st_size > 20_000
+    assert "| age of the oldest job, Value target 10 s |" in result.stdout
