@@ -1,6 +1,7 @@
 """`make tune` (bench/tune.py): its arithmetic against cases worked by hand (bench/tune_metrics.py), its model of
-the queue against the textbook's (bench/queue_model.py), and its variants as real kustomize renders them. Then one
-tiny run of the harness, end to end.
+the queue against the textbook's (bench/queue_model.py), its variants as real kustomize renders them, and the
+committed results (docs/tuning.csv, docs/tuning-timelines.csv) against the rules they claim to follow and the
+chapter that quotes them (docs/tuning.md). Then one tiny run of the harness, end to end.
 
 Each expected value below is worked out in the comment beside it, not taken from the module's output.
 """
@@ -9,9 +10,11 @@ import csv
 import math
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 
 import keda_emulation as k
 import psycopg2
@@ -22,6 +25,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import queue_model  # noqa: E402
 import tune  # noqa: E402
 import tune_metrics as m  # noqa: E402
+
+DOCS = ROOT / "docs"
 
 # ---------------------------------------------------------------------------------------------------------
 # bench/tune_metrics.py
@@ -310,6 +315,62 @@ def test_the_loops_timings_are_the_articles_divided_by_the_time_scale():
         "PROCESS_TIME_MAX": 0.5,
     }
     assert set(timings) < set(tune.TIMINGS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The committed results.
+
+
+def committed(name):
+    with open(DOCS / name, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_committed_rows_cover_every_variant_and_scenario_and_the_models():
+    rows = committed("tuning.csv")
+    measured = [(r["variant"], r["scenario"]) for r in rows if r["source"] == "measured"]
+    assert measured == [(v["name"], s) for v in VARIANTS for s in ("steady", "burst")]
+    models = {(r["variant"], r["scenario"]) for r in rows if r["source"].startswith("model")}
+    assert models == {(v["name"], s) for v in VARIANTS if "consumers" in v for s in ("steady", "burst")}
+    assert {r["label"] for r in rows} == {v["label"] for v in VARIANTS}
+    assert len({(r["date"], r["time_scale"]) for r in rows}) == 1  # one run of the whole set
+    for row in rows:
+        assert int(row["jobs"]) >= 300, row  # hundreds of jobs behind every percentile
+
+
+def test_the_committed_timelines_follow_the_rules():
+    """Every decision of every emulated variant in docs/tuning-timelines.csv is the emulation's, evaluation by
+    evaluation, for the ScaledObject the variant renders at the run's time scale."""
+    time_scale = float(committed("tuning.csv")[0]["time_scale"])
+    timelines = committed("tuning-timelines.csv")
+    emulated = [v for v in VARIANTS if "consumers" not in v]
+    assert [v["name"] for v in emulated] == list(dict.fromkeys(r["variant"] for r in timelines))
+    with tempfile.TemporaryDirectory() as workdir:
+        for variant in emulated:
+            rows = [r for r in timelines if r["variant"] == variant["name"]]
+            assert len(rows) > 200, variant["name"]
+            so, replicas = k.scaled_object(tune.target(variant, time_scale, workdir))
+            replay = k.Autoscaler(so, replicas)
+            for row in rows:
+                assert float(row["seconds"]) == replay.next_evaluation(), (variant["name"], row)
+                replay.evaluate(float(row["seconds"]), float(row["jobs"]))
+                assert int(row["desired"]) == replay.replicas, (variant["name"], row)
+                assert int(row["consumers"]) >= int(row["desired"]), (variant["name"], row)
+
+
+@pytest.mark.parametrize("scenario", ["steady", "burst"])
+def test_the_chapter_quotes_the_committed_rows(scenario):
+    text = (DOCS / "tuning.md").read_text()
+    match = re.search(rf"<!-- {scenario} table[^>]*-->\n(.*?)\n<!-- end of {scenario} table -->", text, re.S)
+    assert match, f"docs/tuning.md has no {scenario} table between its markers"
+    assert match.group(1) == tune.markdown_table(committed("tuning.csv"), scenario), "quote docs/tuning.csv again"
+
+
+def test_the_readme_quotes_the_committed_rows():
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- tuning summary[^>]*-->\n(.*?)\n<!-- end of tuning summary -->", text, re.S)
+    assert match, "README.md has no tuning summary between its markers"
+    assert match.group(1) == tune.summary_table(committed("tuning.csv")), "quote docs/tuning.csv again"
 
 
 # ---------------------------------------------------------------------------------------------------------
