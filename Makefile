@@ -69,8 +69,8 @@ docs-steady:
 
 # Not part of `make test`: what each scaling setting costs (docs/tuning.md). Each variant of
 # bench/tune-variants.yaml runs `make run` for 3300 emulated seconds on a clock 20 times fast, about 3 minutes
-# of real time each and about 36 minutes in all; overwrites docs/tuning.csv, docs/tuning-timelines.csv and
-# docs/tuning.png. The picture and the tables again from docs/tuning.csv: $(BIN)/python bench/tune.py --from-csv
+# of real time each, 34 minutes in all on a 2-CPU machine; overwrites docs/tuning.csv, docs/tuning-timelines.csv
+# and docs/tuning.png. The picture and the tables again from docs/tuning.csv: $(BIN)/python bench/tune.py --from-csv
 tune:
 	$(PREFLIGHT) run
 	@$(MAKE) --no-print-directory venv
