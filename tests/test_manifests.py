@@ -1,4 +1,5 @@
-"""The Kubernetes manifests, checked as rendered by `kubectl kustomize`: in the base and in the scale-to-zero variant.
+"""The Kubernetes manifests, checked as rendered by `kubectl kustomize`: in the base and in each variant under
+k8s/overlays (scale to zero, and the shorter wait docs/tuning.md recommends).
 
 Nothing here reaches a cluster, so everything that can be known about the manifests without one is checked:
 the objects and their cross references, the values shared with db/ and the Dockerfiles, Kubernetes' own
@@ -583,14 +584,15 @@ def test_validators_catch_the_mistakes_they_are_here_for():
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_scaled_object_has_the_articles_numbers(variant):
+    """The article's numbers, but for the one each variant changes."""
     spec = one(objects(variant), "ScaledObject", "job-consumer-scaler")["spec"]
-    assert spec["minReplicaCount"] == {"base": 1, "scale-to-zero": 0}[variant]
+    assert spec["minReplicaCount"] == {"base": 1, "scale-to-zero": 0, "shorter-wait": 1}[variant]
     assert (spec["maxReplicaCount"], spec["pollingInterval"], spec["cooldownPeriod"]) == (20, 15, 30)
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "postgresql"
     assert trigger["metadata"] == {
         "query": "SELECT COUNT(*) FROM jobs",
-        "targetQueryValue": "5",
+        "targetQueryValue": {"shorter-wait": "2"}.get(variant, "5"),
         "activationTargetQueryValue": "2",
     }
     # cooldownPeriod only governs the step to zero; between 1 and N the HPA's own window applies (300 s by
@@ -600,14 +602,15 @@ def test_scaled_object_has_the_articles_numbers(variant):
     }
 
 
-# Queue length -> consumers, in the base (minReplicaCount 1) and with scale to zero (activation above 2).
+# Queue length -> consumers, in the base (minReplicaCount 1), with scale to zero (activation above 2) and with
+# a consumer per 2 jobs (shorter-wait: 3 jobs ask for ceil(3 / 2) = 2; 23 for ceil(11.5) = 12, reached by 5, 10, 12).
 EXPECTED_REPLICAS = {
-    0: {"base": 1, "scale-to-zero": 0},
-    1: {"base": 1, "scale-to-zero": 0},
-    2: {"base": 1, "scale-to-zero": 0},
-    3: {"base": 1, "scale-to-zero": 1},
-    23: {"base": 5, "scale-to-zero": 5},
-    1000: {"base": 20, "scale-to-zero": 20},
+    0: {"base": 1, "scale-to-zero": 0, "shorter-wait": 1},
+    1: {"base": 1, "scale-to-zero": 0, "shorter-wait": 1},
+    2: {"base": 1, "scale-to-zero": 0, "shorter-wait": 1},
+    3: {"base": 1, "scale-to-zero": 1, "shorter-wait": 2},
+    23: {"base": 5, "scale-to-zero": 5, "shorter-wait": 12},
+    1000: {"base": 20, "scale-to-zero": 20, "shorter-wait": 20},
 }
 
 

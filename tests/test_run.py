@@ -1,5 +1,6 @@
 """`make run`: the system on one machine, stopped with Ctrl-C."""
 
+import csv
 import os
 import re
 import signal
@@ -10,11 +11,11 @@ import time
 from support import CONFIG_VARIABLES, ROOT
 
 
-def start_run(tmp_path, consumers, db_url=None, **env):
+def start_run(tmp_path, consumers, db_url=None, more=(), **env):
     """make run, on its own embedded server, or on db_url (a test's database, to read the tables afterwards)."""
     log = open(tmp_path / "run.log", "w")
     base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    args = ["--consumers", str(consumers)] + (["--database-url", db_url] if db_url else [])
+    args = ["--consumers", str(consumers)] + (["--database-url", db_url] if db_url else []) + list(more)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "tools" / "run.py"), *args],
         env={**base, **env},
@@ -108,3 +109,31 @@ def test_ctrl_c_the_moment_the_loops_start_still_stops_each_one_cleanly(db_url, 
     for name in ["consumer-1", "consumer-2", "consumer-3", "consumer-4"]:
         assert f"{name} | [{name}] Stopped" in out, out
     assert re.search(r"pusher +\| Stopped after pushing \d+ jobs", out), out
+
+
+def test_processes_records_when_the_run_and_each_loop_start_and_when_each_loop_exits(tmp_path, db_url):
+    path = tmp_path / "processes.csv"
+    began = time.time()
+    proc, log = start_run(
+        tmp_path,
+        2,
+        db_url,
+        more=["--processes", str(path)],
+        PUSH_INTERVAL_MIN="0",
+        PUSH_INTERVAL_MAX="0.05",
+        PROCESS_TIME_MIN="0.1",
+        PROCESS_TIME_MAX="0.2",
+    )
+    wait_for(proc, log, r"Completed job", 4)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, log.read_text()
+    ended = time.time()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert (rows[0]["process"], rows[0]["event"]) == ("run", "start")
+    times = {(row["process"], row["event"]): float(row["unix_time"]) for row in rows}
+    assert len(times) == len(rows) == 1 + 2 * 3  # the run's start; each loop's start and exit, once
+    assert began <= times["run", "start"] <= times["pusher", "start"]
+    for loop in ("pusher", "consumer-1", "consumer-2"):
+        # Each did work between its start and its exit, and exited only once asked to, at the end.
+        assert times[loop, "start"] + 0.2 < times[loop, "exit"] <= ended, loop

@@ -45,9 +45,10 @@ UP_AFTER = 2.0  # seconds: a loop that has written nothing yet is taken to be up
 class Loops:
     """The pusher and the consumers as child processes, their output relayed line by line with a prefix."""
 
-    def __init__(self, urls, width):
+    def __init__(self, urls, width, processes=None):
         self.urls = urls  # program -> its connection string
         self.width = width
+        self.processes = processes  # a Processes record, or None
         self.lock = threading.Lock()
         self.procs = {}  # name -> Popen, every process started, in order
         self.started = {}  # name -> monotonic time it started
@@ -77,6 +78,8 @@ class Loops:
         )
         self.procs[name] = proc
         self.started[name] = time.monotonic()
+        if self.processes:
+            self.processes.row(name, "start")
         threading.Thread(target=self._relay, args=(name, proc.stdout), daemon=True).start()
         return proc
 
@@ -100,6 +103,10 @@ class Loops:
         for line in stream:
             self.up.add(name)
             self.say(name, line.rstrip("\n"))
+        # The output ends when the process exits, which closes it: its exit time to the millisecond, where
+        # the main loop's poll() would see it up to a pass later.
+        if self.processes:
+            self.processes.row(name, "exit")
 
 
 class Timeline:
@@ -121,6 +128,31 @@ class Timeline:
 
     def close(self):
         self.file.close()
+
+
+class Processes:
+    """One CSV row when the run starts and whenever a loop starts or exits, in Unix time (the clock of the
+    database's timestamps): how long each consumer lived, which is what a consumer costs. bench/tune.py
+    integrates it."""
+
+    HEADER = ["process", "event", "unix_time"]
+
+    def __init__(self, path):
+        self.lock = threading.Lock()  # the relays write exits from their own threads
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "w", newline="")
+        self.writer = csv.writer(self.file)
+        self.writer.writerow(self.HEADER)
+
+    def row(self, process, event):
+        with self.lock:
+            if not self.file.closed:  # a relay may outlive an aborted run
+                self.writer.writerow([process, event, f"{time.time():.6f}"])
+                self.file.flush()
+
+    def close(self):
+        with self.lock:
+            self.file.close()
 
 
 class Scaler:
@@ -160,6 +192,11 @@ class Scaler:
 
     def due(self):
         return self.clock.now() >= self.autoscaler.next_evaluation()
+
+    def until_due(self):
+        """Real seconds until the next evaluation: on a compressed clock a pass of the main loop is many
+        emulated seconds, so the loop sleeps no longer than this."""
+        return max(0.0, (self.autoscaler.next_evaluation() - self.clock.now()) / self.clock.time_scale)
 
     def evaluate(self):
         now = self.autoscaler.next_evaluation()
@@ -236,6 +273,11 @@ def main():
         help="use this database (with db/init.sql applied) instead of starting "
         "an embedded one; the tests use it to look at the tables afterwards",
     )
+    parser.add_argument(
+        "--processes",
+        type=Path,
+        help="write a CSV row here when the run starts and when each loop starts or exits (Unix time)",
+    )
     parser.add_argument("--title", help="the chart's title (default: says what was run)")
     parser.add_argument(
         "--time-scale",
@@ -279,10 +321,15 @@ def main():
     write_running(urls)
     # Fixed: names padded like `docker compose up`. Emulated: names as they are, so the scaler's lines read
     # exactly `scaler | 23 jobs: ...` and consumer-9 and consumer-10 need no re-padding.
-    loops = Loops(urls, width=len(f"consumer-{args.consumers}") if args.consumers else 0)
+    processes = Processes(args.processes) if args.processes else None
+    loops = Loops(urls, width=len(f"consumer-{args.consumers}") if args.consumers else 0, processes=processes)
     scaler = None
     timeline = None
     try:
+        # The run's time zero: the emulation's clock starts with the pusher.
+        clock = keda_emulation.Clock(args.time_scale)
+        if processes:
+            processes.row("run", "start")
         loops.start("pusher", "pusher")
         if so is None:
             for i in range(1, args.consumers + 1):
@@ -290,12 +337,11 @@ def main():
             print(f"Running 1 pusher and {args.consumers} consumers. Press Ctrl-C to stop.", flush=True)
         else:
             timeline = Timeline(args.timeline) if args.timeline else None
-            clock = keda_emulation.Clock(args.time_scale)
             loops.note(
                 f"Running 1 pusher; {replicas} consumer(s) to start with, as a new Deployment without "
                 f"replicas; the emulation of KEDA and its HPA sizes them from {so.name} in `kubectl "
                 f"kustomize {args.overlay}` (min {so.min_replica_count}, max {so.max_replica_count}, "
-                f"{so.target:g} jobs per consumer"
+                f"{target_text(so)}"
                 + (f", clock {args.time_scale:g}x" if args.time_scale != 1 else "")
                 + "). Press Ctrl-C to stop."
             )
@@ -328,7 +374,7 @@ def main():
             loops.deliver()
             if scaler and not sent and scaler.due():
                 scaler.evaluate()
-            time.sleep(0.05)
+            time.sleep(min(0.05, scaler.until_due()) if scaler and not sent else 0.05)
         time.sleep(0.2)  # let the relays print the last lines
 
         done = localpg.scalar(url, "SELECT count(*) FROM done_jobs")
@@ -351,6 +397,8 @@ def main():
             scaler.close()
         if timeline:
             timeline.close()
+        if processes:
+            processes.close()
         remove_running()
         if pg:
             pg.close()
@@ -363,8 +411,13 @@ def default_title(args, so):
     clock = f", clock {args.time_scale:g}x" if args.time_scale != 1 else ""
     return (
         f"{what}: consumers sized by the emulation of KEDA and its HPA "
-        f"(min {so.min_replica_count}, max {so.max_replica_count}, {so.target:g} jobs per consumer{clock})"
+        f"(min {so.min_replica_count}, max {so.max_replica_count}, {target_text(so)}{clock})"
     )
+
+
+def target_text(so):
+    """The trigger's target as the HPA uses it: per consumer (AverageValue), or for them all (Value)."""
+    return f"{so.target:g} jobs per consumer" if so.metric_type == "AverageValue" else f"Value target {so.target:g}"
 
 
 def draw(path, so, title):
