@@ -1,11 +1,13 @@
 """Every command the README and the chapters show, taken from their code blocks: each `kubectl` line parses and
-names what exists, each `make` line names a target of the Makefile, and the chapters each README link names
-exist, as do the files and anchors they point to.
+names what exists, each `docker compose` line parses and names services of the Compose file, each `make` line
+names a target of the Makefile, and the chapters each README link names exist, as do the files and anchors
+they point to.
 
 There is no cluster here. kubectl runs against a small API server of the test's own that answers discovery
 (which resources exist, so that kubectl can check a command) and refuses everything else with 503: a usage
 error (an unknown flag, several resource types with --watch, a file that does not exist, a resource type that
-does not exist) fails the test; the server's refusal, or a download that cannot be made, does not.
+does not exist) fails the test; the server's refusal, or a download that cannot be made, does not. Compose
+runs the same way against an engine that is not there, which it reaches only once the line has parsed.
 """
 
 import http.server
@@ -17,7 +19,7 @@ import threading
 
 import pytest
 import yaml
-from support import KUBECTL, ROOT
+from support import COMPOSE, KUBECTL, ROOT
 
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "k8s").rglob("README.md"))]
 
@@ -213,6 +215,64 @@ def test_the_check_lets_a_refusal_by_the_server_through(kubeconfig):
 
 def test_the_docs_show_kubectl_lines_at_all():
     assert len(commands("kubectl")) >= 10
+
+
+# --- docker compose ------------------------------------------------------------------------------------------
+
+# Compose checks its arguments and the file (flags, service names) before it talks to the engine, so with no
+# engine at the other end a right line gets as far as "Cannot connect", and a wrong one stops before it.
+NO_ENGINE = "Cannot connect to the Docker daemon"
+
+
+def run_compose_line(line, tmp_path):
+    words = shlex.split(line)
+    stdin = subprocess.DEVNULL
+    if "<" in words:  # docker compose exec -T ... < file: the file must exist
+        i = words.index("<")
+        stdin, words = (ROOT / words[i + 1]).open(), words[:i]
+    return subprocess.run(
+        [str(COMPOSE), "--dry-run", *words[2:]],
+        cwd=ROOT,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
+            "DOCKER_CONFIG": str(tmp_path),
+            "HOME": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+
+
+@pytest.mark.parametrize("where, line", commands("docker compose"), ids=lambda x: str(x)[:70])
+def test_every_compose_line_of_the_docs_parses_and_names_services_that_exist(where, line, tmp_path):
+    result = run_compose_line(line, tmp_path)
+    assert NO_ENGINE in result.stdout + result.stderr, f"{where}: `{line}`:\n{result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "docker compose up --scale consumers=3",
+        "docker compose stop --nosuchflag",
+        "docker compose run --rm pushr",
+        "docker compose bogus",
+    ],
+)
+def test_the_compose_check_catches_the_mistakes_it_is_for(line, tmp_path):
+    result = run_compose_line(line, tmp_path)
+    assert NO_ENGINE not in result.stdout + result.stderr
+
+
+def test_the_compose_check_catches_a_file_that_does_not_exist(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        run_compose_line("docker compose exec -T postgres true < db/no-such-file.sql", tmp_path)
+
+
+def test_the_docs_show_compose_lines_at_all():
+    assert len(commands("docker compose")) >= 6
 
 
 # --- make ----------------------------------------------------------------------------------------------------
