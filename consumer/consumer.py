@@ -66,8 +66,8 @@ SET_ASIDE_SQL = """
                                             || ' or its node lost)')
     FROM (VALUES (1)) AS one LEFT JOIN attempts ON true
 """
-# Prepared once per connection, so that the server parses and plans them once, not for every job: that
-# was a third of the server's time per job (docs/performance.md).
+# Prepared once per connection, so that the server parses and plans them once, not for every job
+# (docs/performance.md measures what that saves).
 PREPARE_SQL = (
     f"PREPARE claim AS {CLAIM_SQL}; PREPARE record (bigint, timestamptz) AS {RECORD_SQL};"
     f" PREPARE set_aside (bigint, text, timestamptz) AS {SET_ASIDE_SQL}"
