@@ -342,6 +342,37 @@ def test_a_closed_output_stops_a_loop_the_graceful_way(loop, db, db_url):
         assert db("SELECT id FROM done_jobs") == [(job_id,)], "the job in hand was cut short"
 
 
+# The pusher's pause between two jobs, long enough that sleeping through one more is plain to see.
+PAUSE = 8.0  # seconds
+
+
+def test_a_pusher_whose_output_closed_stops_at_its_next_line_instead_of_pausing_again(db, db_url):
+    """The closed output is found by the line after a push, which requests a stop: the pause that follows must
+    end at once, as it does for a signal, not run its full length first."""
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PUSH_COUNT")}
+    pause = {"PUSH_INTERVAL_MIN": str(PAUSE), "PUSH_INTERVAL_MAX": str(PAUSE)}
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "pusher" / "pusher.py")],
+        env={**base, **pause, "DATABASE_URL": role(db_url, "pusher")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while "Pushed job" not in proc.stdout.readline():
+            pass
+        proc.stdout.close()  # the next push's line finds the pipe closed
+        try:
+            code = proc.wait(PAUSE + 5)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the pusher was still pausing {PAUSE + 5:g}s after its output closed")
+        assert code == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert db("SELECT count(*) FROM jobs") == [(2,)], "one push after the output closed, then the stop"
+
+
 # The statement docs/operations.md gives to put a job set aside back, taken from it.
 PUT_BACK = re.search(r"```sql\n(WITH back AS .*?;)\n```", (ROOT / "docs" / "operations.md").read_text(), re.S)
 PUT_BACK = PUT_BACK.group(1) if PUT_BACK else "-- docs/operations.md shows no statement to put a job back"
