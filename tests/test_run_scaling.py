@@ -3,7 +3,8 @@ a compressed clock (every interval of the emulation 15 times shorter: the HPA ev
 
 The burst must scale the consumers up and back down to the minimum with no job lost and none recorded twice,
 and every consumer the scale-down stopped must have finished its job and exited 0. The timeline and the
-`scaler` lines must be the emulation's decisions, evaluation by evaluation.
+`scaler` lines must be the emulation's decisions, evaluation by evaluation. A Ctrl-C that comes while consumers
+a scale-down stopped are finishing their jobs must let them finish.
 """
 
 import csv
@@ -143,3 +144,44 @@ def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db
     assert lines == [(str(int(c.metric)), str(c.before), str(c.after)) for c in changes]
     assert max(int(row["desired"]) for row in rows) >= 10
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
+
+
+def test_ctrl_c_during_a_scale_down_lets_the_consumers_it_stopped_finish_their_jobs(tmp_path, db_url):
+    # Jobs of 6 s and a burst of 20: five consumers, all at work when the emulated HPA takes one away. Ctrl-C
+    # then must not send that one a second SIGTERM, which a consumer takes as an order to abort its job.
+    log = tmp_path / "run.log"
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    env = {
+        **base,
+        "PUSH_INTERVAL_MIN": "600",
+        "PUSH_INTERVAL_MAX": "600",
+        "PROCESS_TIME_MIN": "6",
+        "PROCESS_TIME_MAX": "6",
+    }
+    run = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "run.py"), "--database-url", db_url, "--time-scale", str(TIME_SCALE)],
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(run, log, r"^Running 1 pusher", 30)
+        burst = subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "20"],
+            env={**base, "DATABASE_URL": db_url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert burst.returncode == 0, burst.stdout + burst.stderr
+        scaled_down = wait_for(run, log, r"^scaler \| \d+ jobs: \d+ -> \d+ consumers .*SIGTERM to (consumer-\d+)", 60)
+    finally:
+        run.send_signal(signal.SIGINT)
+        code = run.wait(60)
+    out = output(log)
+    away = scaled_down.group(1)
+    assert code == 0, out
+    assert "SIGTERM again" not in out, out
+    assert re.search(rf"^{away} \| \[{away}\] Completed job \d+ in", out[out.index(scaled_down.group(0)) :], re.M), out
+    assert re.search(r"^Consumers: .* [1-9]\d* of them with a job in hand, (\d+) of \1 exited 0$", out, re.M), out
