@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg2
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,8 +201,8 @@ def run_variant(server, number, variant, schedule, workdir):
     every time in emulated seconds from the run's start."""
     database = f"tune_{number}"
     admin = server.url(database="postgres")
-    conn_sql(admin, f"DROP DATABASE IF EXISTS {database}")
-    conn_sql(admin, f"CREATE DATABASE {database} TEMPLATE {localpg.DATABASE}")
+    localpg.execute(admin, f"DROP DATABASE IF EXISTS {database}")
+    localpg.execute(admin, f"CREATE DATABASE {database} TEMPLATE {localpg.DATABASE}")
     url = server.url(database=database)
     folder = Path(workdir) / variant["name"]
     folder.mkdir(parents=True, exist_ok=True)
@@ -263,7 +262,7 @@ def run_variant(server, number, variant, schedule, workdir):
     if aside:
         raise TuneError(f"{variant['name']}: {aside} jobs were set aside; its log: {log_path}")
     jobs = [tuple(emulated(t) for t in row) for row in done] + [(emulated(row[0]), None, None) for row in queued]
-    conn_sql(admin, f"DROP DATABASE {database}")
+    localpg.execute(admin, f"DROP DATABASE {database}")
     # Kept beside the run's log: enough to compute the rows again without running again.
     write_csv(
         folder / "jobs.csv",
@@ -280,17 +279,6 @@ def run_variant(server, number, variant, schedule, workdir):
     consumers = [tuple(times) for times in lifetimes.values()]
     evaluations = read_csv(timeline) if overlay is not None else []
     return jobs, consumers, evaluations, stopped
-
-
-def conn_sql(url, sql):
-    """A statement outside a transaction (CREATE DATABASE cannot run in one)."""
-    conn = psycopg2.connect(url, connect_timeout=10)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -42,13 +42,7 @@ class Server:
         return make_dsn(self.admin_url, dbname=database)
 
     def admin(self, sql):
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
+        localpg.execute(self.admin_url, sql)
 
     def sessions(self, url):
         """How many client sessions the database that url names has, this query's own left out."""

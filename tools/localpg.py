@@ -104,6 +104,17 @@ def scalar(url, sql):
     return rows(url, sql)[0][0]
 
 
+def execute(url, sql):
+    """A statement outside any transaction (CREATE DATABASE cannot run in one), in a short connection of its own."""
+    conn = psycopg2.connect(url, connect_timeout=10)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
