@@ -109,50 +109,49 @@ class Loops:
             self.processes.row(name, "exit")
 
 
-class Timeline:
-    """One CSV row per evaluation: emulated seconds since start, the trigger query's result, the emulation's
-    decision, and the consumer processes alive (those finishing their last job included)."""
+class CsvLog:
+    """A CSV file written a row at a time and flushed at each, so that it can be read while the run goes on."""
 
-    HEADER = ["seconds", "jobs", "desired", "consumers"]
+    HEADER = []
 
     def __init__(self, path):
         self.path = path
+        self.lock = threading.Lock()  # the relays write Processes' exits from their own threads
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "w", newline="")
         self.writer = csv.writer(self.file)
         self.writer.writerow(self.HEADER)
 
-    def row(self, seconds, jobs, desired, consumers):
-        self.writer.writerow([keda_emulation.number(seconds), keda_emulation.number(jobs), desired, consumers])
-        self.file.flush()  # readable while the run goes on
+    def write(self, values):
+        with self.lock:
+            if not self.file.closed:  # a relay may outlive an aborted run
+                self.writer.writerow(values)
+                self.file.flush()
 
     def close(self):
-        self.file.close()
+        with self.lock:
+            self.file.close()
 
 
-class Processes:
+class Timeline(CsvLog):
+    """One CSV row per evaluation: emulated seconds since start, the trigger query's result, the emulation's
+    decision, and the consumer processes alive (those finishing their last job included)."""
+
+    HEADER = ["seconds", "jobs", "desired", "consumers"]
+
+    def row(self, seconds, jobs, desired, consumers):
+        self.write([keda_emulation.number(seconds), keda_emulation.number(jobs), desired, consumers])
+
+
+class Processes(CsvLog):
     """One CSV row when the run starts and whenever a loop starts or exits, in Unix time (the clock of the
     database's timestamps): how long each consumer lived, which is what a consumer costs. bench/tune.py
     integrates it."""
 
     HEADER = ["process", "event", "unix_time"]
 
-    def __init__(self, path):
-        self.lock = threading.Lock()  # the relays write exits from their own threads
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w", newline="")
-        self.writer = csv.writer(self.file)
-        self.writer.writerow(self.HEADER)
-
     def row(self, process, event):
-        with self.lock:
-            if not self.file.closed:  # a relay may outlive an aborted run
-                self.writer.writerow([process, event, f"{time.time():.6f}"])
-                self.file.flush()
-
-    def close(self):
-        with self.lock:
-            self.file.close()
+        self.write([process, event, f"{time.time():.6f}"])
 
 
 class Scaler:
