@@ -47,6 +47,33 @@ def table(db_url, sql):
         conn.close()
 
 
+def start_run(log, db_url, env, *more):
+    """make run's program on a test's database and the compressed clock, its output in log."""
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "run.py"), "--database-url", db_url, "--time-scale", str(TIME_SCALE)]
+        + list(more),
+        env={**base, **env},
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def burst(db_url, jobs):
+    """The project's burst, all at once; what it printed."""
+    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(jobs)],
+        env={**base, "DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 # A slow background pusher, slower with scale to zero so that the queue can stay at 2 or less for the
 # cooldown, and jobs of 0.5-1.5 s, so that the scale-down finds consumers at work.
 @pytest.mark.parametrize(
@@ -54,43 +81,16 @@ def table(db_url, sql):
 )
 def test_a_burst_scales_up_and_back_down_and_every_job_is_done_once(tmp_path, db_url, overlay, minimum, push_interval):
     log, timeline = tmp_path / "run.log", tmp_path / "timeline.csv"
-    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
     env = {
-        **base,
         "PUSH_INTERVAL_MIN": push_interval[0],
         "PUSH_INTERVAL_MAX": push_interval[1],
         "PROCESS_TIME_MIN": "0.5",
         "PROCESS_TIME_MAX": "1.5",
     }
-    run = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tools" / "run.py"),
-            "--database-url",
-            db_url,
-            "--overlay",
-            overlay,
-            "--timeline",
-            str(timeline),
-            "--time-scale",
-            str(TIME_SCALE),
-        ],
-        env=env,
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    run = start_run(log, db_url, env, "--overlay", overlay, "--timeline", str(timeline))
     try:
         wait_for(run, log, r"^scaler \| .* -> 0 consumers" if minimum == 0 else r"^Running 1 pusher", 30)
-        burst = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", str(BURST)],
-            env={**base, "DATABASE_URL": db_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert burst.returncode == 0, burst.stdout + burst.stderr
-        assert f"Stopped after pushing {BURST} jobs" in burst.stdout
+        assert f"Stopped after pushing {BURST} jobs" in burst(db_url, BURST)
         start = len(output(log))
         wait_for(run, log, r"^scaler \| \d+ jobs: \d+ -> (1[0-9]|20) consumers", 30, start)  # 10 or more
         peak = len(output(log))
@@ -150,31 +150,11 @@ def test_ctrl_c_during_a_scale_down_lets_the_consumers_it_stopped_finish_their_j
     # Jobs of 6 s and a burst of 20: five consumers, all at work when the emulated HPA takes one away. Ctrl-C
     # then must not send that one a second SIGTERM, which a consumer takes as an order to abort its job.
     log = tmp_path / "run.log"
-    base = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    env = {
-        **base,
-        "PUSH_INTERVAL_MIN": "600",
-        "PUSH_INTERVAL_MAX": "600",
-        "PROCESS_TIME_MIN": "6",
-        "PROCESS_TIME_MAX": "6",
-    }
-    run = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "run.py"), "--database-url", db_url, "--time-scale", str(TIME_SCALE)],
-        env=env,
-        stdout=open(log, "w"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    env = {"PUSH_INTERVAL_MIN": "600", "PUSH_INTERVAL_MAX": "600", "PROCESS_TIME_MIN": "6", "PROCESS_TIME_MAX": "6"}
+    run = start_run(log, db_url, env)
     try:
         wait_for(run, log, r"^Running 1 pusher", 30)
-        burst = subprocess.run(
-            [sys.executable, str(ROOT / "tools" / "burst.py"), "--jobs", "20"],
-            env={**base, "DATABASE_URL": db_url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert burst.returncode == 0, burst.stdout + burst.stderr
+        burst(db_url, 20)
         scaled_down = wait_for(run, log, r"^scaler \| \d+ jobs: \d+ -> \d+ consumers .*SIGTERM to (consumer-\d+)", 60)
     finally:
         run.send_signal(signal.SIGINT)
